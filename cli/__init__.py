@@ -1,0 +1,1 @@
+"""The `stripe-ingest` command line."""

@@ -1,0 +1,91 @@
+"""Parse a verified body into the row we store, and derive its ordering key."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+
+class MalformedEvent(ValueError):
+    """Signed, but not a Stripe event."""
+
+
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    id: str
+    type: str
+    created: datetime
+    livemode: bool
+    api_version: str | None
+    account: str | None
+    ordering_key: str
+    payload: str  # the body as received, stored as jsonb
+
+
+def parse_event(body: bytes | str) -> EventRow:
+    try:
+        event = orjson.loads(body)
+    except orjson.JSONDecodeError as e:
+        raise MalformedEvent("body is not JSON") from e
+    return event_row(event, body if isinstance(body, str) else body.decode("utf-8"))
+
+
+def event_row(event: Any, payload: str) -> EventRow:
+    if not isinstance(event, dict):
+        raise MalformedEvent("event is not a JSON object")
+    event_id, event_type, created = event.get("id"), event.get("type"), event.get("created")
+    data = event.get("data")
+    if not isinstance(event_id, str) or not event_id:
+        raise MalformedEvent("event has no id")
+    if not isinstance(event_type, str) or not event_type:
+        raise MalformedEvent("event has no type")
+    if not isinstance(created, int) or isinstance(created, bool) or created < 0:
+        raise MalformedEvent("event has no created timestamp")
+    if not isinstance(data, dict) or not isinstance(data.get("object"), dict):
+        raise MalformedEvent("event has no data.object")
+    if "\\u0000" in payload:
+        # jsonb cannot hold NUL; refusing here beats a 503 that Stripe retries for days.
+        raise MalformedEvent("event contains a NUL character")
+    api_version = event.get("api_version")
+    account = event.get("account")
+    return EventRow(
+        id=event_id,
+        type=event_type,
+        created=datetime.fromtimestamp(created, tz=UTC),
+        livemode=bool(event.get("livemode", False)),
+        api_version=api_version if isinstance(api_version, str) else None,
+        account=account if isinstance(account, str) else None,
+        ordering_key=ordering_key(event),
+        payload=payload,
+    )
+
+
+def _id_of(value: Any) -> str | None:
+    """Stripe fields hold an id, or the expanded object with an `id`."""
+    if isinstance(value, str) and value:
+        return value
+    if isinstance(value, dict):
+        inner = value.get("id")
+        if isinstance(inner, str) and inner:
+            return inner
+    return None
+
+
+def ordering_key(event: dict[str, Any]) -> str:
+    """The customer when the object names one (or is one); for disputes and refunds without a
+    customer, the charge; otherwise the object's id, or the event's id when it has none."""
+    obj = event["data"]["object"]
+    customer = _id_of(obj.get("customer"))
+    if customer:
+        return customer
+    kind = obj.get("object")
+    if kind == "customer" and _id_of(obj.get("id")):
+        return str(obj["id"])
+    if kind in ("dispute", "refund"):
+        charge = _id_of(obj.get("charge"))
+        if charge:
+            return charge
+    return _id_of(obj.get("id")) or str(event["id"])

@@ -1,0 +1,59 @@
+"""The one place the intake writes: a multi-row `INSERT ... ON CONFLICT DO NOTHING`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import psycopg
+
+from ingest.event import EventRow
+from shared.db import AsyncConnection, Connection, DatabaseUnavailable
+
+INSERT_EVENTS = """
+INSERT INTO stripe_events
+    (id, type, created, livemode, api_version, account, ordering_key, payload, enqueued_at)
+SELECT i, t, c, l, v, a, k, p::jsonb, now()
+FROM unnest(
+    %(ids)s::text[], %(types)s::text[], %(created)s::timestamptz[], %(livemode)s::boolean[],
+    %(api_versions)s::text[], %(accounts)s::text[], %(keys)s::text[], %(payloads)s::text[]
+) AS r(i, t, c, l, v, a, k, p)
+ON CONFLICT (id) DO NOTHING
+RETURNING id
+"""
+
+
+def _params(rows: Sequence[EventRow]) -> dict[str, list[object]]:
+    return {
+        "ids": [r.id for r in rows],
+        "types": [r.type for r in rows],
+        "created": [r.created for r in rows],
+        "livemode": [r.livemode for r in rows],
+        "api_versions": [r.api_version for r in rows],
+        "accounts": [r.account for r in rows],
+        "keys": [r.ordering_key for r in rows],
+        "payloads": [r.payload for r in rows],
+    }
+
+
+async def insert_events(conn: AsyncConnection, rows: Sequence[EventRow]) -> set[str]:
+    """Insert and commit; returns the ids that are new. Raises DatabaseUnavailable."""
+    if not rows:
+        return set()
+    try:
+        async with conn.transaction():
+            cur = await conn.execute(INSERT_EVENTS, _params(rows), prepare=True)
+            return {row["id"] for row in await cur.fetchall()}
+    except psycopg.Error as e:
+        raise DatabaseUnavailable(" ".join(str(e).split())) from e
+
+
+def insert_events_sync(conn: Connection, rows: Sequence[EventRow]) -> set[str]:
+    """The same statement for synchronous callers (backfill, tests)."""
+    if not rows:
+        return set()
+    try:
+        with conn.transaction():
+            cur = conn.execute(INSERT_EVENTS, _params(rows), prepare=True)
+            return {row["id"] for row in cur.fetchall()}
+    except psycopg.Error as e:
+        raise DatabaseUnavailable(" ".join(str(e).split())) from e

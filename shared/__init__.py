@@ -1,0 +1,1 @@
+"""What the receiver, the workers and the CLI share: settings, database, broker, logging."""

@@ -1,0 +1,82 @@
+"""PostgreSQL connections: pools for the long-running processes, driver errors translated here."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.rows import DictRow, dict_row
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
+
+
+class DatabaseUnavailable(Exception):
+    """PostgreSQL could not be reached or refused the work; callers answer 503 or exit 1."""
+
+
+Connection = psycopg.Connection[DictRow]
+AsyncConnection = psycopg.AsyncConnection[DictRow]
+
+
+def connect(url: str, *, autocommit: bool = False, connect_timeout: int = 5) -> Connection:
+    try:
+        return psycopg.connect(
+            url, autocommit=autocommit, row_factory=dict_row, connect_timeout=connect_timeout
+        )
+    except psycopg.OperationalError as e:
+        raise DatabaseUnavailable(_one_line(e)) from e
+
+
+@contextmanager
+def connection(url: str, *, autocommit: bool = False) -> Iterator[Connection]:
+    conn = connect(url, autocommit=autocommit)
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def make_pool(
+    url: str, *, min_size: int = 1, max_size: int = 8, name: str = ""
+) -> ConnectionPool[Connection]:
+    """A pool that is not opened yet: call `.open()` where the process starts."""
+    return ConnectionPool(
+        url,
+        min_size=min_size,
+        max_size=max_size,
+        open=False,
+        name=name or None,
+        kwargs={"row_factory": dict_row, "connect_timeout": 5},
+        connection_class=psycopg.Connection[DictRow],
+    )
+
+
+def make_async_pool(
+    url: str, *, min_size: int = 1, max_size: int = 8, name: str = ""
+) -> AsyncConnectionPool[AsyncConnection]:
+    return AsyncConnectionPool(
+        url,
+        min_size=min_size,
+        max_size=max_size,
+        open=False,
+        name=name or None,
+        kwargs={"row_factory": dict_row, "connect_timeout": 5},
+        connection_class=psycopg.AsyncConnection[DictRow],
+    )
+
+
+def database_name(url: str) -> str:
+    return str(conninfo_to_dict(url).get("dbname") or "")
+
+
+def with_database(url: str, dbname: str) -> str:
+    """The same server and credentials, another database."""
+    params = conninfo_to_dict(url)
+    params["dbname"] = dbname
+    return make_conninfo("", **params)
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    return text or type(error).__name__

@@ -1,0 +1,163 @@
+"""The one settings object, built from the environment (and an optional `.env`).
+
+Nothing else in the code base reads `os.environ`: build a `Settings` once at the edge of a
+process and pass it in.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from dotenv import dotenv_values
+
+DEFAULT_DATABASE_URL = "postgresql://127.0.0.1:5432/stripe_ingest"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message is one line meant for an operator."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = DEFAULT_DATABASE_URL
+    redis_url: str = DEFAULT_REDIS_URL
+    # Dramatiq's key prefix in Redis; tests give each run its own.
+    redis_namespace: str = "dramatiq"
+    webhook_secrets: tuple[str, ...] = ()
+    webhook_tolerance: int = 300
+    stripe_api_key: str | None = None
+    stripe_api_base: str | None = None
+    max_body_bytes: int = 1_048_576
+    port: int = 8000
+    # Failed attempts before an event is dead-lettered.
+    worker_max_retries: int = 8
+    worker_min_backoff_ms: int = 1_000
+    worker_max_backoff_ms: int = 300_000
+    # How long a pending event may sit unfinished before the sweeper enqueues it again.
+    sweeper_lease_seconds: float = 60.0
+    sweeper_interval_seconds: float = 15.0
+    grace_period_days: int = 3
+    smtp_url: str | None = None
+    # Modules imported by the worker after the billing mirror: users' own handlers.
+    user_handlers: tuple[str, ...] = ()
+    log_level: str = "info"
+    log_format: str = "json"
+    extra: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_env(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        env_file: str | Path | None = ".env",
+    ) -> Settings:
+        """Read settings from `environ` (default: the process environment).
+
+        Values in `env_file`, when it exists, are defaults that the environment overrides.
+        """
+        values: dict[str, str] = {}
+        if env_file is not None and Path(env_file).is_file():
+            values.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
+        values.update(os.environ if environ is None else environ)
+        return cls.from_mapping(values)
+
+    @classmethod
+    def from_mapping(cls, env: Mapping[str, str]) -> Settings:
+        def get(name: str) -> str | None:
+            value = env.get(name)
+            if value is None or value.strip() == "":
+                return None
+            return value.strip()
+
+        kwargs: dict[str, Any] = {}
+        for name, attr in (
+            ("DATABASE_URL", "database_url"),
+            ("REDIS_URL", "redis_url"),
+            ("REDIS_NAMESPACE", "redis_namespace"),
+            ("STRIPE_API_KEY", "stripe_api_key"),
+            ("STRIPE_API_BASE", "stripe_api_base"),
+            ("SMTP_URL", "smtp_url"),
+            ("LOG_LEVEL", "log_level"),
+            ("LOG_FORMAT", "log_format"),
+        ):
+            value = get(name)
+            if value is not None:
+                kwargs[attr] = value
+        for name, attr in (
+            ("STRIPE_WEBHOOK_TOLERANCE", "webhook_tolerance"),
+            ("MAX_BODY_BYTES", "max_body_bytes"),
+            ("PORT", "port"),
+            ("WORKER_MAX_RETRIES", "worker_max_retries"),
+            ("WORKER_MIN_BACKOFF_MS", "worker_min_backoff_ms"),
+            ("WORKER_MAX_BACKOFF_MS", "worker_max_backoff_ms"),
+            ("GRACE_PERIOD_DAYS", "grace_period_days"),
+        ):
+            value = get(name)
+            if value is not None:
+                kwargs[attr] = _int(name, value)
+        for name, attr in (
+            ("SWEEPER_LEASE_SECONDS", "sweeper_lease_seconds"),
+            ("SWEEPER_INTERVAL_SECONDS", "sweeper_interval_seconds"),
+        ):
+            value = get(name)
+            if value is not None:
+                kwargs[attr] = _float(name, value)
+        secrets = get("STRIPE_WEBHOOK_SECRET")
+        if secrets is not None:
+            kwargs["webhook_secrets"] = _csv(secrets)
+        handlers = get("USER_HANDLERS")
+        if handlers is not None:
+            kwargs["user_handlers"] = _csv(handlers)
+        settings = cls(**kwargs, extra=dict(env))
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if self.webhook_tolerance <= 0:
+            raise SettingsError("STRIPE_WEBHOOK_TOLERANCE must be a positive number of seconds")
+        if self.max_body_bytes <= 0:
+            raise SettingsError("MAX_BODY_BYTES must be positive")
+        if self.worker_max_retries < 1:
+            raise SettingsError("WORKER_MAX_RETRIES must be at least 1")
+        if not 0 < self.worker_min_backoff_ms <= self.worker_max_backoff_ms:
+            raise SettingsError(
+                "WORKER_MIN_BACKOFF_MS must be positive and at most WORKER_MAX_BACKOFF_MS"
+            )
+        if self.sweeper_lease_seconds <= 0 or self.sweeper_interval_seconds <= 0:
+            raise SettingsError("SWEEPER_LEASE_SECONDS and SWEEPER_INTERVAL_SECONDS must be > 0")
+        for secret in self.webhook_secrets:
+            if not secret.startswith("whsec_"):
+                raise SettingsError("STRIPE_WEBHOOK_SECRET entries must start with whsec_")
+
+    def require_webhook_secrets(self) -> tuple[str, ...]:
+        if not self.webhook_secrets:
+            raise SettingsError(
+                "STRIPE_WEBHOOK_SECRET is not set: give the endpoint's signing secret "
+                "(whsec_..., comma-separated for rotation)"
+            )
+        return self.webhook_secrets
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+
+def _int(name: str, value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number, got {value!r}") from None
+
+
+def _float(name: str, value: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {value!r}") from None
+
+
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())

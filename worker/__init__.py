@@ -1,0 +1,1 @@
+"""The workers: ordered, idempotent processing of stored events, retries, dead letters, sweeper."""

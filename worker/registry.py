@@ -1,0 +1,98 @@
+"""Map event types to handlers.
+
+A handler takes the open transaction and the event. It runs inside the transaction that also
+marks the event `processed`, so its writes and the status change commit together, or not at all.
+
+    from worker.registry import handles
+
+    @handles("invoice.paid")
+    def credit_account(tx: Tx, event: Event) -> None:
+        tx.execute("UPDATE ... WHERE ...", (...,))
+
+Handlers run in registration order: the billing mirror's first, then users' own modules
+(`USER_HANDLERS`). An event type with no handler is marked `ignored`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, LiteralString
+
+import psycopg
+from psycopg.rows import DictRow
+
+from shared.settings import Settings
+
+
+@dataclass(frozen=True)
+class Event:
+    id: str
+    type: str
+    created: datetime
+    livemode: bool
+    api_version: str | None
+    account: str | None
+    ordering_key: str
+    payload: Mapping[str, Any]
+    attempt: int = 1
+
+    @property
+    def object(self) -> dict[str, Any]:
+        obj: dict[str, Any] = self.payload["data"]["object"]
+        return obj
+
+    @property
+    def previous_attributes(self) -> dict[str, Any]:
+        prev = self.payload["data"].get("previous_attributes")
+        return prev if isinstance(prev, dict) else {}
+
+
+@dataclass
+class Tx:
+    """The open transaction a handler writes in, and what it may need besides."""
+
+    conn: psycopg.Connection[DictRow]
+    settings: Settings
+    # Handlers may leave notes for later handlers of the same event.
+    scratch: dict[str, Any] = field(default_factory=dict)
+
+    def execute(self, query: LiteralString, params: Any = None) -> psycopg.Cursor[DictRow]:
+        return self.conn.execute(query, params)
+
+
+Handler = Callable[[Tx, Event], None]
+
+
+class Registry:
+    def __init__(self) -> None:
+        self._handlers: dict[str, list[Handler]] = {}
+
+    def handles(self, *event_types: str) -> Callable[[Handler], Handler]:
+        if not event_types:
+            raise ValueError("handles() needs at least one event type")
+
+        def register(fn: Handler) -> Handler:
+            for event_type in event_types:
+                bucket = self._handlers.setdefault(event_type, [])
+                if fn not in bucket:
+                    bucket.append(fn)
+            return fn
+
+        return register
+
+    def handlers_for(self, event_type: str) -> list[Handler]:
+        return list(self._handlers.get(event_type, ()))
+
+    def handled_types(self) -> set[str]:
+        return {t for t, fns in self._handlers.items() if fns}
+
+    def unregister(self, fn: Handler) -> None:
+        for bucket in self._handlers.values():
+            if fn in bucket:
+                bucket.remove(fn)
+
+
+REGISTRY = Registry()
+handles = REGISTRY.handles
