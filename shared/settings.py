@@ -41,6 +41,15 @@ class Settings:
     # How long a pending event may sit unfinished before the sweeper enqueues it again.
     sweeper_lease_seconds: float = 60.0
     sweeper_interval_seconds: float = 15.0
+    worker_processes: int = 2
+    worker_threads: int = 8
+    # Port of the worker's Prometheus exposition (Dramatiq's middleware and ours).
+    worker_metrics_port: int = 9191
+    # The receiver groups concurrent inserts: at most this many rows, waiting at most this long.
+    intake_batch_max: int = 256
+    intake_batch_window_ms: float = 2.0
+    # Bulk replays above this many events ask for confirmation unless --yes.
+    replay_confirm_threshold: int = 100
     grace_period_days: int = 3
     smtp_url: str | None = None
     # Modules imported by the worker after the billing mirror: users' own handlers.
@@ -95,6 +104,11 @@ class Settings:
             ("WORKER_MIN_BACKOFF_MS", "worker_min_backoff_ms"),
             ("WORKER_MAX_BACKOFF_MS", "worker_max_backoff_ms"),
             ("GRACE_PERIOD_DAYS", "grace_period_days"),
+            ("WORKER_PROCESSES", "worker_processes"),
+            ("WORKER_THREADS", "worker_threads"),
+            ("WORKER_METRICS_PORT", "worker_metrics_port"),
+            ("INTAKE_BATCH_MAX", "intake_batch_max"),
+            ("REPLAY_CONFIRM_THRESHOLD", "replay_confirm_threshold"),
         ):
             value = get(name)
             if value is not None:
@@ -102,6 +116,7 @@ class Settings:
         for name, attr in (
             ("SWEEPER_LEASE_SECONDS", "sweeper_lease_seconds"),
             ("SWEEPER_INTERVAL_SECONDS", "sweeper_interval_seconds"),
+            ("INTAKE_BATCH_WINDOW_MS", "intake_batch_window_ms"),
         ):
             value = get(name)
             if value is not None:

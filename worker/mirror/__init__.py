@@ -1,0 +1,1 @@
+"""The billing mirror: customers, subscriptions, invoices, charges, disputes."""
