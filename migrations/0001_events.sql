@@ -40,13 +40,15 @@ CREATE TABLE dead_letters (
 );
 
 -- Every processing attempt, for operators: what ran, when, and how it ended.
+-- `attempt` is stripe_events.attempts at the time; a replay starts counting again, so it is not a key.
 CREATE TABLE event_attempts (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     event_id    text NOT NULL REFERENCES stripe_events (id) ON DELETE CASCADE,
     attempt     integer NOT NULL,
     started_at  timestamptz NOT NULL,
     finished_at timestamptz,
     outcome     text NOT NULL CHECK (outcome IN ('processed', 'ignored', 'failed', 'dead')),
     error       text,
-    worker      text,
-    PRIMARY KEY (event_id, attempt)
+    worker      text
 );
+CREATE INDEX event_attempts_event ON event_attempts (event_id, started_at);

@@ -57,6 +57,9 @@ class Tx:
     settings: Settings
     # Handlers may leave notes for later handlers of the same event.
     scratch: dict[str, Any] = field(default_factory=dict)
+    # Called by the worker after the transaction commits (e.g. enqueue a notification);
+    # dropped if it rolls back. A failure here is logged, never undoes the commit.
+    after_commit: list[Callable[[], None]] = field(default_factory=list)
 
     def execute(self, query: LiteralString, params: Any = None) -> psycopg.Cursor[DictRow]:
         return self.conn.execute(query, params)
@@ -65,9 +68,19 @@ class Tx:
 Handler = Callable[[Tx, Event], None]
 
 
+SweepHook = Callable[[Settings], None]
+
+
 class Registry:
     def __init__(self) -> None:
         self._handlers: dict[str, list[Handler]] = {}
+        # Run by the sweeper on every pass, after its own work (e.g. unsent notifications).
+        self.sweep_hooks: list[SweepHook] = []
+
+    def on_sweep(self, fn: SweepHook) -> SweepHook:
+        if fn not in self.sweep_hooks:
+            self.sweep_hooks.append(fn)
+        return fn
 
     def handles(self, *event_types: str) -> Callable[[Handler], Handler]:
         if not event_types:
@@ -96,3 +109,4 @@ class Registry:
 
 REGISTRY = Registry()
 handles = REGISTRY.handles
+on_sweep = REGISTRY.on_sweep
