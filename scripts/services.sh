@@ -119,6 +119,9 @@ run)
   redis_url=$(envget REDIS_URL); redis_url=${redis_url:-redis://127.0.0.1:6379/0}
   if pg_up "$db_url"; then
     say "PostgreSQL answers at $db_url"
+  elif [ -n "${DATABASE_URL:-}" ]; then
+    say "DATABASE_URL is set in the environment but does not answer: $db_url"
+    exit 1
   else
     start_private_pg
     db_url="postgresql://postgres@127.0.0.1:$PRIVATE_PG_PORT/stripe_ingest"
@@ -127,6 +130,9 @@ run)
   fi
   if redis_up "$redis_url"; then
     say "Redis answers at $redis_url"
+  elif [ -n "${REDIS_URL:-}" ]; then
+    say "REDIS_URL is set in the environment but does not answer: $redis_url"
+    exit 1
   else
     start_private_redis
     redis_url="redis://127.0.0.1:$PRIVATE_REDIS_PORT/0"
