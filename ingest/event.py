@@ -49,12 +49,16 @@ def event_row(event: Any, payload: str) -> EventRow:
     if "\\u0000" in payload:
         # jsonb cannot hold NUL; refusing here beats a 503 that Stripe retries for days.
         raise MalformedEvent("event contains a NUL character")
+    try:
+        created_at = datetime.fromtimestamp(created, tz=UTC)
+    except (OverflowError, OSError, ValueError) as e:
+        raise MalformedEvent("event has an impossible created timestamp") from e
     api_version = event.get("api_version")
     account = event.get("account")
     return EventRow(
         id=event_id,
         type=event_type,
-        created=datetime.fromtimestamp(created, tz=UTC),
+        created=created_at,
         livemode=bool(event.get("livemode", False)),
         api_version=api_version if isinstance(api_version, str) else None,
         account=account if isinstance(account, str) else None,

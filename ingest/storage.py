@@ -9,6 +9,13 @@ import psycopg
 from ingest.event import EventRow
 from shared.db import AsyncConnection, Connection, DatabaseUnavailable
 
+
+class EventRejected(DatabaseUnavailable):
+    """PostgreSQL refused a row for its content (SQLSTATE class 22, e.g. a number jsonb cannot
+    hold). Retrying will not help; a subclass so that callers catching DatabaseUnavailable still do.
+    """
+
+
 INSERT_EVENTS = """
 INSERT INTO stripe_events
     (id, type, created, livemode, api_version, account, ordering_key, payload, enqueued_at)
@@ -44,7 +51,7 @@ async def insert_events(conn: AsyncConnection, rows: Sequence[EventRow]) -> set[
             cur = await conn.execute(INSERT_EVENTS, _params(rows), prepare=True)
             return {row["id"] for row in await cur.fetchall()}
     except psycopg.Error as e:
-        raise DatabaseUnavailable(" ".join(str(e).split())) from e
+        raise _translate(e) from e
 
 
 def insert_events_sync(conn: Connection, rows: Sequence[EventRow]) -> set[str]:
@@ -56,4 +63,11 @@ def insert_events_sync(conn: Connection, rows: Sequence[EventRow]) -> set[str]:
             cur = conn.execute(INSERT_EVENTS, _params(rows), prepare=True)
             return {row["id"] for row in cur.fetchall()}
     except psycopg.Error as e:
-        raise DatabaseUnavailable(" ".join(str(e).split())) from e
+        raise _translate(e) from e
+
+
+def _translate(error: psycopg.Error) -> DatabaseUnavailable:
+    message = " ".join(str(error).split()) or type(error).__name__
+    if isinstance(error, psycopg.errors.DataError):
+        return EventRejected(message)
+    return DatabaseUnavailable(message)

@@ -1,0 +1,87 @@
+"""The Starlette application: routes and lifespan, nothing else.
+
+`uvicorn --factory ingest.app:create_app` builds it from the environment; `python -m ingest`
+is the Procfile's `web`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
+
+import structlog
+from starlette.applications import Starlette
+from starlette.routing import Route
+
+from ingest import routes
+from ingest.batcher import Batcher
+from ingest.enqueuer import Enqueuer, pipeline_enqueue
+from ingest.metrics import IntakeMetrics
+from ingest.probes import postgresql_probe, redis_probe
+from shared.broker import make_broker
+from shared.db import make_async_pool
+from shared.settings import Settings
+
+log = structlog.get_logger("ingest.app")
+
+# Grouped INSERTs in flight at once: one is being committed while the next one fills.
+FLUSHES_IN_FLIGHT = 2
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    """The receiver for `settings` (default: from the environment); opens nothing yet."""
+    if settings is None:
+        settings = Settings.from_env()
+    settings.require_webhook_secrets()
+    metrics = IntakeMetrics()
+    broker = make_broker(settings)
+    pool = make_async_pool(
+        settings.database_url,
+        min_size=1,
+        max_size=FLUSHES_IN_FLIGHT,
+        name="intake",
+    )
+    enqueuer = Enqueuer(partial(pipeline_enqueue, broker), metrics)
+    batcher = Batcher(
+        pool,
+        max_rows=settings.intake_batch_max,
+        window_s=settings.intake_batch_window_ms / 1000,
+        max_inflight=FLUSHES_IN_FLIGHT,
+        on_new=enqueuer.submit,
+        metrics=metrics,
+    )
+
+    @asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        # Not waiting for PostgreSQL: the process starts and /readyz says what is missing.
+        await pool.open(wait=False)
+        batcher.start()
+        enqueuer.start()
+        log.info("web.started", port=settings.port, secret_count=len(settings.webhook_secrets))
+        try:
+            yield
+        finally:
+            await batcher.close()
+            await enqueuer.close()
+            await pool.close()
+            broker.close()
+            log.info("web.stopped")
+
+    return Starlette(
+        routes=[
+            Route(
+                "/webhooks/stripe",
+                routes.WebhookEndpoint(settings, batcher.store, metrics),
+                methods=["POST"],
+            ),
+            Route("/healthz", routes.healthz, methods=["GET"]),
+            Route(
+                "/readyz",
+                routes.readyz([postgresql_probe(settings.database_url), redis_probe(broker)]),
+                methods=["GET"],
+            ),
+            Route("/metrics", routes.metrics(metrics), methods=["GET"]),
+        ],
+        lifespan=lifespan,
+    )
