@@ -6,30 +6,16 @@ import sys
 
 import click
 
+from cli.backfill import backfill
+from cli.context import Context, pass_context
+from cli.demo import demo
+from cli.inspect import dead_letters, events, stats
+from cli.purge import purge
+from cli.replay import replay
 from shared.db import DatabaseUnavailable
-from shared.logging import configure_logging
 from shared.migrate import migrate as run_migrations
-from shared.settings import Settings, SettingsError
 
-
-class Context:
-    """Settings are read once, when a command first needs them."""
-
-    def __init__(self) -> None:
-        self._settings: Settings | None = None
-
-    @property
-    def settings(self) -> Settings:
-        if self._settings is None:
-            try:
-                self._settings = Settings.from_env()
-            except SettingsError as e:
-                raise click.UsageError(str(e)) from e
-            configure_logging(self._settings)
-        return self._settings
-
-
-pass_context = click.make_pass_decorator(Context, ensure=True)
+__all__ = ["Context", "cli", "main", "pass_context"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -45,6 +31,10 @@ def migrate(ctx: Context) -> None:
     click.echo(
         f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied else "")
     )
+
+
+for command in (events, dead_letters, stats, replay, backfill, purge, demo):
+    cli.add_command(command)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,186 @@
+"""`backfill`: pull events from Stripe's Events API into the intake path.
+
+Stripe lists events newest first. A run first fetches every page (cursor `starting_after`) into
+`backfill_events`, then stores them oldest first, in chunks, with the receiver's own insert
+(`ON CONFLICT DO NOTHING`) and enqueues the new ids after each commit. Each page and each chunk
+commits with the run's progress in `backfill_runs`, so an interrupted run resumes where it
+stopped: the next `backfill` with the same `--types` and `--undelivered-only` picks it up.
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import click
+import orjson
+
+from cli import store
+from cli.context import Context, json_option, pass_context
+from cli.output import emit_json
+from cli.params import WHEN
+from cli.replay import Enqueuer, operator
+from ingest.event import MalformedEvent, event_row
+from ingest.storage import insert_events_sync
+from shared.db import Connection
+from shared.settings import Settings
+
+RETENTION = timedelta(days=30)
+PAGE_SIZE = 100
+MAX_TYPES = 20  # Stripe's limit on types[]
+
+
+def _types(values: tuple[str, ...]) -> list[str]:
+    types = sorted({t.strip() for v in values for t in v.split(",") if t.strip()})
+    if len(types) > MAX_TYPES:
+        raise click.BadParameter(f"Stripe accepts at most {MAX_TYPES} types", param_hint="--types")
+    return types
+
+
+@click.command()
+@click.option("--since", type=WHEN, required=True, help="Events created at or after WHEN.")
+@click.option("--types", "types_", multiple=True, metavar="TYPE[,TYPE]", help="Only these types.")
+@click.option("--undelivered-only", is_flag=True, help="Only events Stripe failed to deliver.")
+@click.option("--fresh", is_flag=True, help="Abandon an interrupted run instead of resuming it.")
+@click.option("--chunk-size", type=click.IntRange(min=1), default=500, show_default=True)
+@json_option
+@pass_context
+def backfill(
+    ctx: Context,
+    since: datetime,
+    types_: tuple[str, ...],
+    undelivered_only: bool,
+    fresh: bool,
+    chunk_size: int,
+    as_json: bool,
+) -> None:
+    """Fetch events from Stripe (STRIPE_API_KEY) and store the missing ones.
+
+    \b
+    stripe-ingest backfill --since 6h --undelivered-only
+    stripe-ingest backfill --since 2024-05-01T02:00Z --types invoice.paid,invoice.payment_failed
+    """
+    settings = ctx.settings
+    if not settings.stripe_api_key:
+        raise click.UsageError("STRIPE_API_KEY is not set: backfill reads Stripe's Events API")
+    types = _types(types_)
+    with store.session(settings.database_url) as conn:
+        run = store.open_run(conn, types, undelivered_only)
+        if run is not None and fresh:
+            store.abandon_run(conn, run["id"])
+            run = None
+        if run is None:
+            run = store.create_run(conn, operator(), since, types, undelivered_only)
+        else:
+            click.echo(
+                f"resuming backfill run #{run['id']} (since {run['since'].isoformat()}, "
+                f"{run['fetched']} fetched, phase {run['phase']}); --fresh starts over",
+                err=True,
+            )
+        if run["since"] < datetime.now(UTC) - RETENTION:
+            click.echo(
+                "warning: Stripe's Events API only keeps the last 30 days; "
+                "older events cannot be fetched",
+                err=True,
+            )
+        if run["phase"] == "fetching":
+            _fetch(conn, settings, run)
+        new, dupes, skipped, enqueuer = _store(conn, settings, run["id"], chunk_size)
+        done = store.finish_run(conn, run["id"])
+    result = {
+        "run_id": done["id"],
+        "since": done["since"],
+        "types": done["types"],
+        "undelivered_only": done["undelivered_only"],
+        "fetched": done["fetched"],
+        "new": done["new_events"],
+        "duplicates": done["duplicates"],
+        "malformed": skipped,
+        "enqueued": enqueuer.sent,
+        "this_invocation": {"new": new, "duplicates": dupes},
+    }
+    if as_json:
+        emit_json(result)
+    else:
+        click.echo(
+            f"backfill #{done['id']}: fetched {done['fetched']}, new {done['new_events']}, "
+            f"duplicates {done['duplicates']}, enqueued {enqueuer.sent}"
+            + (f", malformed {skipped}" if skipped else "")
+        )
+
+
+def _client(settings: Settings) -> Any:
+    import stripe
+
+    assert settings.stripe_api_key is not None
+    bases: Any = {"api": settings.stripe_api_base} if settings.stripe_api_base else None
+    return stripe.StripeClient(settings.stripe_api_key, base_addresses=bases, max_network_retries=3)
+
+
+def _fetch(conn: Connection, settings: Settings, run: store.Row) -> None:
+    import stripe
+
+    client = _client(settings)
+    params: dict[str, Any] = {"limit": PAGE_SIZE, "created": {"gte": int(run["since"].timestamp())}}
+    if run["types"]:
+        params["types"] = list(run["types"])
+    if run["undelivered_only"]:
+        params["delivery_success"] = False
+    cursor: str | None = run["cursor"]
+    fetched = int(run["fetched"])
+    while True:
+        if cursor:
+            params["starting_after"] = cursor
+        try:
+            page = client.v1.events.list(params)
+        except stripe.StripeError as e:
+            message = " ".join(str(e.user_message or e).split())
+            raise click.ClickException(
+                f"Stripe refused the events list ({message}); {fetched} fetched so far, "
+                "run backfill again to resume"
+            ) from e
+        body: dict[str, Any] = page.last_response.data if page.last_response else {}
+        events: list[dict[str, Any]] = body.get("data") or []
+        payloads = [orjson.dumps(e).decode() for e in events]
+        cursor = events[-1]["id"] if events else cursor
+        last = not events or not body.get("has_more")
+        store.save_page(conn, run["id"], payloads, cursor, last)
+        fetched += len(payloads)
+        click.echo(f"fetched {fetched} event(s)", err=True)
+        if last:
+            return
+
+
+def _store(
+    conn: Connection, settings: Settings, run_id: int, chunk_size: int
+) -> tuple[int, int, int, Enqueuer]:
+    total = store.staged_count(conn, run_id)
+    malformed: list[int] = [0]
+
+    def insert(c: Connection, payloads: list[str]) -> set[str]:
+        rows = []
+        for p in payloads:
+            try:
+                rows.append(event_row(orjson.loads(p), p))
+            except (MalformedEvent, orjson.JSONDecodeError):
+                malformed[0] += 1
+        return insert_events_sync(c, rows)
+
+    new = dupes = 0
+    enqueuer = Enqueuer(settings)
+    try:
+        with click.progressbar(
+            length=total, label="storing", file=sys.stderr, show_pos=True
+        ) as bar:
+            while True:
+                taken, ids = store.store_chunk(conn, run_id, chunk_size, insert)
+                if taken == 0:
+                    break
+                enqueuer.send(sorted(ids))
+                new += len(ids)
+                dupes += taken - len(ids)
+                bar.update(taken)
+    finally:
+        enqueuer.close(settings)
+    return new, dupes - malformed[0], malformed[0], enqueuer

@@ -1,0 +1,204 @@
+"""`events list|show`, `dead-letters list|show` and `stats`: what is stored, what failed, why."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import click
+
+from cli import store
+from cli.context import Context, json_option, pass_context
+from cli.output import dumps, emit_json, human_duration, pairs, table
+from cli.params import WHEN
+from shared.db import Connection
+
+_filters = [
+    click.option("--type", "event_type", metavar="TYPE", help="Only this event type."),
+    click.option(
+        "--customer", metavar="CUS_ID", help="Only events of this customer (ordering key)."
+    ),
+    click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True),
+]
+
+
+def filters(fn: Any) -> Any:
+    for option in reversed(_filters):
+        fn = option(fn)
+    return fn
+
+
+@click.group()
+def events() -> None:
+    """Inspect stored events."""
+
+
+@events.command("list")
+@click.option("--status", type=click.Choice(store.STATUSES), help="Only events in this status.")
+@filters
+@click.option("--since", type=WHEN, help="Created at or after WHEN (ISO date/time, or 2h, 3d).")
+@json_option
+@pass_context
+def events_list(
+    ctx: Context,
+    status: str | None,
+    event_type: str | None,
+    customer: str | None,
+    limit: int,
+    since: datetime | None,
+    as_json: bool,
+) -> None:
+    """Stored events, newest first."""
+    f = store.Filter(status=status, type=event_type, customer=customer, since=since, limit=limit)
+    with store.session(ctx.settings.database_url) as conn:
+        rows = store.list_events(conn, f)
+    if as_json:
+        emit_json(rows)
+        return
+    table(
+        rows,
+        ["id", "type", "status", "attempts", "created", "ordering_key", "last_error"],
+        widths={"last_error": 50},
+        empty="no events match",
+    )
+
+
+def _load(conn: Connection, event_id: str) -> store.Row:
+    row = store.get_event(conn, event_id)
+    if row is None:
+        raise click.ClickException(f"unknown event id: {event_id}")
+    return row
+
+
+@events.command("show")
+@click.argument("event_id")
+@json_option
+@pass_context
+def events_show(ctx: Context, event_id: str, as_json: bool) -> None:
+    """One event: its row, attempt history and payload."""
+    with store.session(ctx.settings.database_url) as conn:
+        row = _load(conn, event_id)
+        history = store.attempts(conn, event_id)
+        dead = store.dead_letter(conn, event_id)
+    payload = row.pop("payload")
+    if as_json:
+        emit_json({"event": row, "attempts": history, "dead_letter": dead, "payload": payload})
+        return
+    pairs(list(row.items()))
+    _history(history)
+    if dead:
+        click.echo("\nDEAD LETTER")
+        pairs([("dead_at", dead["dead_at"]), ("error", dead["error"])])
+    click.echo("\nPAYLOAD")
+    click.echo(dumps(payload))
+
+
+def _history(history: list[store.Row]) -> None:
+    click.echo("\nATTEMPTS")
+    table(
+        history,
+        ["attempt", "started_at", "finished_at", "outcome", "worker", "error"],
+        widths={"error": 60},
+        empty="(no attempts logged)",
+    )
+
+
+@click.group("dead-letters")
+def dead_letters() -> None:
+    """What is dead, and why."""
+
+
+@dead_letters.command("list")
+@filters
+@click.option("--since", type=WHEN, help="Died at or after WHEN (ISO date/time, or 2h, 3d).")
+@json_option
+@pass_context
+def dead_list(
+    ctx: Context,
+    event_type: str | None,
+    customer: str | None,
+    limit: int,
+    since: datetime | None,
+    as_json: bool,
+) -> None:
+    """Dead events, oldest first."""
+    f = store.Filter(type=event_type, customer=customer, since=since, limit=limit)
+    with store.session(ctx.settings.database_url) as conn:
+        rows = store.list_dead(conn, f)
+    if as_json:
+        emit_json(rows)
+        return
+    table(
+        rows,
+        ["event_id", "type", "ordering_key", "dead_at", "attempts", "error"],
+        widths={"error": 60},
+        empty="no dead letters",
+    )
+
+
+@dead_letters.command("show")
+@click.argument("event_id")
+@json_option
+@pass_context
+def dead_show(ctx: Context, event_id: str, as_json: bool) -> None:
+    """One dead event: the error, its traceback, attempt history and payload."""
+    with store.session(ctx.settings.database_url) as conn:
+        row = _load(conn, event_id)
+        dead = store.dead_letter(conn, event_id)
+        history = store.attempts(conn, event_id)
+    if dead is None:
+        raise click.ClickException(f"{event_id} is not dead (status {row['status']})")
+    payload = row.pop("payload")
+    if as_json:
+        emit_json({"dead_letter": dead, "event": row, "attempts": history, "payload": payload})
+        return
+    pairs(
+        [
+            ("event_id", event_id),
+            ("type", row["type"]),
+            ("ordering_key", row["ordering_key"]),
+            ("created", row["created"]),
+            ("dead_at", dead["dead_at"]),
+            ("attempts", dead["attempts"]),
+            ("error", dead["error"]),
+        ]
+    )
+    click.echo("\nTRACEBACK")
+    click.echo((dead["traceback"] or "(none recorded)").rstrip())
+    _history(history)
+    click.echo("\nPAYLOAD")
+    click.echo(dumps(payload))
+    click.echo(f"\nAfter fixing the cause: stripe-ingest replay {event_id}")
+
+
+@click.command()
+@click.option(
+    "--minutes", type=click.IntRange(min=1), default=5, show_default=True, help="Throughput window."
+)
+@json_option
+@pass_context
+def stats(ctx: Context, minutes: int, as_json: bool) -> None:
+    """Counts by status, backlog, oldest pending age, dead count, recent throughput."""
+    with store.session(ctx.settings.database_url) as conn:
+        s = store.stats(conn, minutes)
+    if as_json:
+        emit_json(s)
+        return
+    print_stats(s)
+
+
+def print_stats(s: dict[str, Any]) -> None:
+    t = s["throughput"]
+    pairs(
+        [
+            *[(status, n) for status, n in s["counts"].items()],
+            ("total", s["total"]),
+            ("backlog", f"{s['backlog']} pending ({s['waiting_retry']} waiting for a retry)"),
+            ("oldest pending", human_duration(s["oldest_pending_age_seconds"])),
+            ("dead letters", s["dead"]),
+            (
+                "throughput",
+                f"{t['finished']} finished in {t['minutes']} min ({t['per_minute']}/min)",
+            ),
+        ]
+    )

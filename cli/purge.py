@@ -1,0 +1,58 @@
+"""`purge`: delete finished events past retention, in batches; never pending or dead ones."""
+
+from __future__ import annotations
+
+import sys
+from datetime import timedelta
+
+import click
+
+from cli import store
+from cli.context import Context, json_option, pass_context
+from cli.output import emit_json, human_duration
+from cli.params import AGE
+
+
+@click.command()
+@click.option(
+    "--older-than",
+    "age",
+    type=AGE,
+    required=True,
+    help="Processed/ignored longer ago than AGE (30d, 12h).",
+)
+@click.option("--dry-run", is_flag=True, help="Count what would be deleted; delete nothing.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=1000, show_default=True)
+@json_option
+@pass_context
+def purge(ctx: Context, age: timedelta, dry_run: bool, batch_size: int, as_json: bool) -> None:
+    """Delete processed and ignored events finished more than AGE ago.
+
+    Their attempt log goes with them; pending and dead events are never touched.
+    """
+    with store.session(ctx.settings.database_url) as conn:
+        count = store.count_purgeable(conn, age)
+        deleted = 0
+        if not dry_run and count:
+            with click.progressbar(
+                length=count, label="purging", file=sys.stderr, show_pos=True
+            ) as bar:
+                while True:
+                    n = store.purge_batch(conn, age, batch_size)
+                    if n == 0:
+                        break
+                    deleted += n
+                    bar.update(n)
+    if as_json:
+        emit_json(
+            {
+                "older_than_seconds": age.total_seconds(),
+                "dry_run": dry_run,
+                "matched": count,
+                "deleted": deleted,
+            }
+        )
+    else:
+        ago = human_duration(age.total_seconds())
+        done = f"dry run: would delete {count}" if dry_run else f"deleted {deleted}"
+        click.echo(f"{done} event(s) finished over {ago} ago")

@@ -1,0 +1,427 @@
+"""Every SQL statement of the CLI; driver errors are translated here.
+
+A database that does not answer becomes `DatabaseUnavailable` (exit 1, one line); any other
+driver error becomes a `StoreError` with a one-line message (exit 1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, LiteralString
+
+import click
+import psycopg
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from shared.db import Connection, DatabaseUnavailable, connect
+
+Row = dict[str, Any]
+STATUSES = ("pending", "processed", "ignored", "dead")
+
+
+class StoreError(click.ClickException):
+    """A query failed for a reason other than the database being away."""
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+@contextmanager
+def translated() -> Iterator[None]:
+    try:
+        yield
+    except psycopg.OperationalError as e:
+        raise DatabaseUnavailable(_one_line(e)) from e
+    except psycopg.errors.UndefinedTable as e:
+        raise StoreError(f"{_one_line(e)} (run `stripe-ingest migrate`)") from e
+    except psycopg.Error as e:
+        raise StoreError(_one_line(e)) from e
+
+
+@contextmanager
+def session(url: str) -> Iterator[Connection]:
+    """An autocommit connection; use `conn.transaction()` where several writes go together."""
+    conn = connect(url, autocommit=True)
+    try:
+        with translated():
+            yield conn
+    finally:
+        conn.close()
+
+
+def _all(conn: Connection, query: LiteralString, params: Any = None) -> list[Row]:
+    with translated():
+        return list(conn.execute(query, params).fetchall())
+
+
+def _one(conn: Connection, query: LiteralString, params: Any = None) -> Row | None:
+    with translated():
+        return conn.execute(query, params).fetchone()
+
+
+@dataclass(frozen=True)
+class Filter:
+    """What `events list`, `dead-letters list` and `replay --dead` select."""
+
+    status: str | None = None
+    type: str | None = None
+    customer: str | None = None
+    since: datetime | None = None
+    limit: int | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in vars(self).items()}
+
+
+_EVENT_COLUMNS: LiteralString = (
+    "e.id, e.type, e.status, e.attempts, e.created, e.received_at, e.processed_at,"
+    " e.ordering_key, e.livemode, e.api_version, e.account, e.last_error, e.process_seq,"
+    " e.next_attempt_at, e.enqueued_at"
+)
+_CUSTOMER: LiteralString = (
+    "(%(customer)s::text IS NULL OR e.ordering_key = %(customer)s"
+    " OR e.payload->'data'->'object'->>'customer' = %(customer)s)"
+)
+
+
+def list_events(conn: Connection, f: Filter) -> list[Row]:
+    return _all(
+        conn,
+        "SELECT " + _EVENT_COLUMNS + " FROM stripe_events e"
+        " WHERE (%(status)s::text IS NULL OR e.status = %(status)s)"
+        " AND (%(type)s::text IS NULL OR e.type = %(type)s)"
+        " AND (%(since)s::timestamptz IS NULL OR e.created >= %(since)s)"
+        " AND " + _CUSTOMER + " ORDER BY e.created DESC, e.received_at DESC, e.id DESC"
+        " LIMIT %(limit)s",
+        vars(f),
+    )
+
+
+def get_event(conn: Connection, event_id: str) -> Row | None:
+    return _one(
+        conn,
+        "SELECT " + _EVENT_COLUMNS + ", e.payload FROM stripe_events e WHERE e.id = %s",
+        (event_id,),
+    )
+
+
+def attempts(conn: Connection, event_id: str) -> list[Row]:
+    return _all(
+        conn,
+        "SELECT attempt, started_at, finished_at, outcome, error, worker"
+        " FROM event_attempts WHERE event_id = %s ORDER BY started_at, id",
+        (event_id,),
+    )
+
+
+def dead_letter(conn: Connection, event_id: str) -> Row | None:
+    return _one(
+        conn,
+        "SELECT event_id, dead_at, attempts, error, traceback, replayed_at"
+        " FROM dead_letters WHERE event_id = %s",
+        (event_id,),
+    )
+
+
+def list_dead(conn: Connection, f: Filter) -> list[Row]:
+    """Dead events; `since` is compared with when they died."""
+    return _all(
+        conn,
+        "SELECT d.event_id, e.type, e.ordering_key, e.created, d.dead_at, d.attempts, d.error"
+        " FROM dead_letters d JOIN stripe_events e ON e.id = d.event_id"
+        " WHERE e.status = 'dead'"
+        " AND (%(type)s::text IS NULL OR e.type = %(type)s)"
+        " AND (%(since)s::timestamptz IS NULL OR d.dead_at >= %(since)s)"
+        " AND " + _CUSTOMER + " ORDER BY e.created, e.received_at, e.id"
+        " LIMIT %(limit)s",
+        vars(f),
+    )
+
+
+def stats(conn: Connection, minutes: int) -> Row:
+    counts = {s: 0 for s in STATUSES}
+    for row in _all(conn, "SELECT status, count(*) AS n FROM stripe_events GROUP BY status"):
+        counts[row["status"]] = row["n"]
+    pending = _one(
+        conn,
+        "SELECT extract(epoch FROM now() - min(received_at))::float AS oldest_age,"
+        " count(*) FILTER (WHERE next_attempt_at > now()) AS waiting_retry"
+        " FROM stripe_events WHERE status = 'pending'",
+    )
+    finished = _all(
+        conn,
+        "SELECT date_trunc('minute', processed_at) AS minute, count(*) AS n"
+        " FROM stripe_events WHERE processed_at >= now() - make_interval(mins => %s)"
+        " GROUP BY 1 ORDER BY 1",
+        (minutes,),
+    )
+    dead = _one(conn, "SELECT count(*) AS n FROM dead_letters")
+    assert pending is not None and dead is not None
+    total = sum(r["n"] for r in finished)
+    return {
+        "counts": counts,
+        "total": sum(counts.values()),
+        "backlog": counts["pending"],
+        "waiting_retry": pending["waiting_retry"],
+        "oldest_pending_age_seconds": pending["oldest_age"],
+        "dead": dead["n"],
+        "throughput": {
+            "minutes": minutes,
+            "finished": total,
+            "per_minute": round(total / minutes, 2),
+            "by_minute": [{"minute": r["minute"], "finished": r["n"]} for r in finished],
+        },
+    }
+
+
+# Replay ---------------------------------------------------------------------------------------
+
+
+def statuses(conn: Connection, ids: Sequence[str]) -> dict[str, str]:
+    rows = _all(conn, "SELECT id, status FROM stripe_events WHERE id = ANY(%s)", (list(ids),))
+    return {r["id"]: r["status"] for r in rows}
+
+
+def dead_ids(conn: Connection, f: Filter) -> list[str]:
+    return [r["event_id"] for r in list_dead(conn, f)]
+
+
+def start_audit(
+    conn: Connection, who: str, mode: str, flt: dict[str, Any], forced: bool, matched: int
+) -> int:
+    row = _one(
+        conn,
+        "INSERT INTO replay_audit (requested_by, mode, filter, forced, matched)"
+        " VALUES (%s, %s, %s, %s, %s) RETURNING id",
+        (who, mode, Jsonb(flt), forced, matched),
+    )
+    assert row is not None
+    return int(row["id"])
+
+
+def finish_audit(conn: Connection, audit_id: int) -> None:
+    _all(
+        conn, "UPDATE replay_audit SET finished_at = now() WHERE id = %s RETURNING id", (audit_id,)
+    )
+
+
+# Reset to pending in one statement; dead letters removed and the audit row counted in the same
+# transaction. `allowed` guards against races with the worker: only rows still in these states.
+_REPLAY: LiteralString = """
+WITH reset AS (
+    UPDATE stripe_events
+       SET status = 'pending', attempts = 0, last_error = NULL, next_attempt_at = NULL,
+           processed_at = NULL, process_seq = NULL, enqueued_at = now()
+     WHERE id = ANY(%(ids)s) AND status = ANY(%(allowed)s)
+ RETURNING id
+), gone AS (
+    DELETE FROM dead_letters WHERE event_id IN (SELECT id FROM reset) RETURNING event_id
+)
+SELECT id FROM reset
+"""
+
+
+def replay_batch(conn: Connection, audit_id: int, ids: Sequence[str], force: bool) -> list[str]:
+    """Put `ids` back to pending (dead ones; processed/ignored too when forced; pending ones are
+    only re-stamped) and count them in the audit row, in one transaction."""
+    allowed = ["dead", "processed", "ignored"] if force else ["dead"]
+    with translated(), conn.transaction():
+        reset = [r["id"] for r in conn.execute(_REPLAY, {"ids": list(ids), "allowed": allowed})]
+        pending = [
+            r["id"]
+            for r in conn.execute(
+                "UPDATE stripe_events SET enqueued_at = now()"
+                " WHERE id = ANY(%s) AND status = 'pending' AND NOT id = ANY(%s) RETURNING id",
+                (list(ids), reset),
+            )
+        ]
+        done = reset + pending
+        conn.execute(
+            "UPDATE replay_audit SET replayed = replayed + %s, event_ids = event_ids || %s"
+            " WHERE id = %s",
+            (len(done), done, audit_id),
+        )
+    return done
+
+
+def audits(conn: Connection, limit: int) -> list[Row]:
+    return _all(
+        conn,
+        "SELECT id, requested_by, started_at, finished_at, mode, filter, forced, matched, replayed"
+        " FROM replay_audit ORDER BY id DESC LIMIT %s",
+        (limit,),
+    )
+
+
+# Purge ----------------------------------------------------------------------------------------
+
+_PURGEABLE: LiteralString = (
+    "status IN ('processed', 'ignored') AND coalesce(processed_at, received_at) < now() - %(age)s"
+)
+
+
+def count_purgeable(conn: Connection, age: timedelta) -> int:
+    row = _one(conn, "SELECT count(*) AS n FROM stripe_events WHERE " + _PURGEABLE, {"age": age})
+    assert row is not None
+    return int(row["n"])
+
+
+def purge_batch(conn: Connection, age: timedelta, size: int) -> int:
+    with translated(), conn.transaction():
+        cur = conn.execute(
+            "DELETE FROM stripe_events WHERE id IN (SELECT id FROM stripe_events WHERE "
+            + _PURGEABLE
+            + " LIMIT %(size)s FOR UPDATE SKIP LOCKED)",
+            {"age": age, "size": size},
+        )
+        return cur.rowcount
+
+
+# Demo -----------------------------------------------------------------------------------------
+
+
+def unfinished(conn: Connection, ids: Sequence[str]) -> list[Row]:
+    """The ids not yet stored or still pending."""
+    rows = _all(
+        conn,
+        "SELECT i AS id, e.status FROM unnest(%s::text[]) AS i"
+        " LEFT JOIN stripe_events e ON e.id = i WHERE e.status IS NULL OR e.status = 'pending'",
+        (list(ids),),
+    )
+    return rows
+
+
+def events_by_id(conn: Connection, ids: Sequence[str]) -> list[Row]:
+    return _all(
+        conn,
+        "SELECT id, type, status, attempts, created, ordering_key, process_seq"
+        " FROM stripe_events WHERE id = ANY(%s) ORDER BY process_seq NULLS LAST, id",
+        (list(ids),),
+    )
+
+
+def table_columns(conn: Connection, table: str) -> list[str]:
+    rows = _all(
+        conn,
+        "SELECT column_name FROM information_schema.columns"
+        " WHERE table_schema = current_schema() AND table_name = %s ORDER BY ordinal_position",
+        (table,),
+    )
+    return [r["column_name"] for r in rows]
+
+
+def mirror_rows(
+    conn: Connection, table: str, key: str, values: Sequence[str], order: Sequence[str]
+) -> list[Row]:
+    """Rows of a mirror table (names checked by the caller against the catalog)."""
+    query = sql.SQL("SELECT * FROM {} WHERE {} = ANY(%s) ORDER BY {}").format(
+        sql.Identifier(table),
+        sql.Identifier(key),
+        sql.SQL(", ").join(sql.Identifier(c) for c in order),
+    )
+    with translated():
+        return list(conn.execute(query, (list(values),)).fetchall())
+
+
+# Backfill -------------------------------------------------------------------------------------
+
+
+def open_run(conn: Connection, types: Sequence[str], undelivered: bool) -> Row | None:
+    """The newest unfinished run with the same type and delivery filter, if any."""
+    return _one(
+        conn,
+        "SELECT * FROM backfill_runs WHERE phase IN ('fetching', 'storing')"
+        " AND types = %s AND undelivered_only = %s ORDER BY id DESC LIMIT 1",
+        (sorted(types), undelivered),
+    )
+
+
+def abandon_run(conn: Connection, run_id: int) -> None:
+    with translated(), conn.transaction():
+        conn.execute("DELETE FROM backfill_events WHERE run_id = %s", (run_id,))
+        conn.execute(
+            "UPDATE backfill_runs SET phase = 'abandoned', updated_at = now() WHERE id = %s",
+            (run_id,),
+        )
+
+
+def create_run(
+    conn: Connection, who: str, since: datetime, types: Sequence[str], undelivered: bool
+) -> Row:
+    row = _one(
+        conn,
+        "INSERT INTO backfill_runs (requested_by, since, types, undelivered_only)"
+        " VALUES (%s, %s, %s, %s) RETURNING *",
+        (who, since, sorted(types), undelivered),
+    )
+    assert row is not None
+    return row
+
+
+def save_page(
+    conn: Connection, run_id: int, payloads: Sequence[str], cursor: str | None, last: bool
+) -> None:
+    """Stage one fetched page and move the cursor past it, together."""
+    with translated(), conn.transaction():
+        row = conn.execute(
+            "SELECT fetched FROM backfill_runs WHERE id = %s FOR UPDATE", (run_id,)
+        ).fetchone()
+        assert row is not None
+        start = int(row["fetched"])
+        conn.execute(
+            "INSERT INTO backfill_events (run_id, position, payload)"
+            " SELECT %s, %s + n - 1, p FROM unnest(%s::text[]) WITH ORDINALITY AS u(p, n)",
+            (run_id, start, list(payloads)),
+        )
+        conn.execute(
+            "UPDATE backfill_runs SET fetched = fetched + %s, cursor = %s, updated_at = now(),"
+            " phase = CASE WHEN %s THEN 'storing' ELSE phase END WHERE id = %s",
+            (len(payloads), cursor, last, run_id),
+        )
+
+
+def staged_count(conn: Connection, run_id: int) -> int:
+    row = _one(conn, "SELECT count(*) AS n FROM backfill_events WHERE run_id = %s", (run_id,))
+    assert row is not None
+    return int(row["n"])
+
+
+def store_chunk(
+    conn: Connection,
+    run_id: int,
+    size: int,
+    insert: Callable[[Connection, list[str]], set[str]],
+) -> tuple[int, set[str]]:
+    """Store the oldest `size` staged events with `insert` (the intake's), unstage them and count
+    them, in one transaction. Returns (events taken, ids that were new)."""
+    with translated(), conn.transaction():
+        staged = conn.execute(
+            "DELETE FROM backfill_events WHERE (run_id, position) IN ("
+            " SELECT run_id, position FROM backfill_events WHERE run_id = %s"
+            " ORDER BY position DESC LIMIT %s) RETURNING position, payload",
+            (run_id, size),
+        ).fetchall()
+        staged.sort(key=lambda r: -int(r["position"]))
+        new = insert(conn, [r["payload"] for r in staged])
+        conn.execute(
+            "UPDATE backfill_runs SET new_events = new_events + %s,"
+            " duplicates = duplicates + %s, updated_at = now() WHERE id = %s",
+            (len(new), len(staged) - len(new), run_id),
+        )
+    return len(staged), new
+
+
+def finish_run(conn: Connection, run_id: int) -> Row:
+    row = _one(
+        conn,
+        "UPDATE backfill_runs SET phase = 'done', finished_at = now(), updated_at = now()"
+        " WHERE id = %s RETURNING *",
+        (run_id,),
+    )
+    assert row is not None
+    return row
