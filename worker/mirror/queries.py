@@ -1,0 +1,335 @@
+"""Every statement the billing mirror runs.
+
+Upserts are stale-protected: `ON CONFLICT ... DO UPDATE ... WHERE t.source_event_created <=
+EXCLUDED.source_event_created`, so an older snapshot never overwrites a newer one, and an equal
+one (a duplicate, a replay, or a same-second event applied later in creation order) is applied.
+On top of that, statuses Stripe never leaves (a canceled subscription, a paid or void invoice, a
+deleted customer, a closed dispute) are sticky, which also settles exact ties between events of
+different ordering keys. A statement returns a row only when it wrote one.
+"""
+
+from __future__ import annotations
+
+from typing import LiteralString
+
+UPSERT_CUSTOMER: LiteralString = """
+INSERT INTO customers AS t (
+    id, email, name, currency, delinquent, deleted, deleted_at, livemode, metadata, created,
+    source_event_created, source_event_id
+) VALUES (
+    %(id)s, %(email)s, %(name)s, %(currency)s, %(delinquent)s, %(deleted)s, %(deleted_at)s,
+    %(livemode)s, %(metadata)s, %(created)s, %(source_event_created)s, %(source_event_id)s
+)
+ON CONFLICT (id) DO UPDATE SET
+    email = CASE WHEN EXCLUDED.deleted THEN t.email ELSE EXCLUDED.email END,
+    name = CASE WHEN EXCLUDED.deleted THEN t.name ELSE EXCLUDED.name END,
+    currency = coalesce(EXCLUDED.currency, t.currency),
+    delinquent = coalesce(EXCLUDED.delinquent, t.delinquent),
+    deleted = EXCLUDED.deleted,
+    deleted_at = coalesce(t.deleted_at, EXCLUDED.deleted_at),
+    livemode = EXCLUDED.livemode,
+    metadata = CASE WHEN EXCLUDED.deleted THEN t.metadata ELSE EXCLUDED.metadata END,
+    created = coalesce(EXCLUDED.created, t.created),
+    source_event_created = EXCLUDED.source_event_created,
+    source_event_id = EXCLUDED.source_event_id,
+    updated_at = now()
+WHERE t.source_event_created <= EXCLUDED.source_event_created
+  AND NOT (t.deleted AND NOT EXCLUDED.deleted)
+RETURNING t.id, t.deleted
+"""
+
+UPSERT_SUBSCRIPTION: LiteralString = """
+INSERT INTO subscriptions AS t (
+    id, customer_id, status, price_id, product_id, quantity, current_period_start,
+    current_period_end, cancel_at_period_end, cancel_at, canceled_at, ended_at, trial_start,
+    trial_end, latest_invoice_id, livemode, metadata, created, source_event_created, source_event_id
+) VALUES (
+    %(id)s, %(customer_id)s, %(status)s, %(price_id)s, %(product_id)s, %(quantity)s,
+    %(current_period_start)s, %(current_period_end)s, %(cancel_at_period_end)s, %(cancel_at)s,
+    %(canceled_at)s, %(ended_at)s, %(trial_start)s, %(trial_end)s, %(latest_invoice_id)s,
+    %(livemode)s, %(metadata)s, %(created)s, %(source_event_created)s, %(source_event_id)s
+)
+ON CONFLICT (id) DO UPDATE SET
+    customer_id = coalesce(EXCLUDED.customer_id, t.customer_id),
+    status = EXCLUDED.status,
+    price_id = EXCLUDED.price_id,
+    product_id = EXCLUDED.product_id,
+    quantity = EXCLUDED.quantity,
+    current_period_start = EXCLUDED.current_period_start,
+    current_period_end = EXCLUDED.current_period_end,
+    cancel_at_period_end = EXCLUDED.cancel_at_period_end,
+    cancel_at = EXCLUDED.cancel_at,
+    canceled_at = EXCLUDED.canceled_at,
+    ended_at = EXCLUDED.ended_at,
+    trial_start = EXCLUDED.trial_start,
+    trial_end = EXCLUDED.trial_end,
+    latest_invoice_id = EXCLUDED.latest_invoice_id,
+    livemode = EXCLUDED.livemode,
+    metadata = EXCLUDED.metadata,
+    created = coalesce(EXCLUDED.created, t.created),
+    source_event_created = EXCLUDED.source_event_created,
+    source_event_id = EXCLUDED.source_event_id,
+    updated_at = now()
+WHERE t.source_event_created <= EXCLUDED.source_event_created
+  AND NOT (t.status IN ('canceled', 'incomplete_expired')
+           AND EXCLUDED.status NOT IN ('canceled', 'incomplete_expired'))
+RETURNING t.id, t.status, t.trial_end
+"""
+
+SUBSCRIPTION_BY_ID: LiteralString = """
+SELECT id, customer_id, status, trial_end FROM subscriptions WHERE id = %(id)s
+"""
+
+# Invoice statuses only move forward (draft, open, uncollectible, then paid or void): paid and
+# void are final, and on an exact tie of `created` a snapshot may not move the status back.
+UPSERT_INVOICE: LiteralString = """
+INSERT INTO invoices AS t (
+    id, customer_id, subscription_id, status, billing_reason, currency, amount_due, amount_paid,
+    amount_remaining, total, hosted_invoice_url, attempt_count, next_payment_attempt, paid_at,
+    charge_id, payment_intent_id, period_start, period_end, livemode, metadata, created,
+    source_event_created, source_event_id
+) VALUES (
+    %(id)s, %(customer_id)s, %(subscription_id)s, %(status)s, %(billing_reason)s, %(currency)s,
+    %(amount_due)s, %(amount_paid)s, %(amount_remaining)s, %(total)s, %(hosted_invoice_url)s,
+    %(attempt_count)s, %(next_payment_attempt)s, %(paid_at)s, %(charge_id)s,
+    %(payment_intent_id)s, %(period_start)s, %(period_end)s, %(livemode)s, %(metadata)s,
+    %(created)s, %(source_event_created)s, %(source_event_id)s
+)
+ON CONFLICT (id) DO UPDATE SET
+    customer_id = coalesce(EXCLUDED.customer_id, t.customer_id),
+    subscription_id = coalesce(EXCLUDED.subscription_id, t.subscription_id),
+    status = EXCLUDED.status,
+    billing_reason = EXCLUDED.billing_reason,
+    currency = EXCLUDED.currency,
+    amount_due = EXCLUDED.amount_due,
+    amount_paid = EXCLUDED.amount_paid,
+    amount_remaining = EXCLUDED.amount_remaining,
+    total = EXCLUDED.total,
+    hosted_invoice_url = coalesce(EXCLUDED.hosted_invoice_url, t.hosted_invoice_url),
+    attempt_count = EXCLUDED.attempt_count,
+    next_payment_attempt = EXCLUDED.next_payment_attempt,
+    paid_at = coalesce(EXCLUDED.paid_at, t.paid_at),
+    charge_id = coalesce(EXCLUDED.charge_id, t.charge_id),
+    payment_intent_id = coalesce(EXCLUDED.payment_intent_id, t.payment_intent_id),
+    period_start = EXCLUDED.period_start,
+    period_end = EXCLUDED.period_end,
+    livemode = EXCLUDED.livemode,
+    metadata = EXCLUDED.metadata,
+    created = coalesce(EXCLUDED.created, t.created),
+    source_event_created = EXCLUDED.source_event_created,
+    source_event_id = EXCLUDED.source_event_id,
+    updated_at = now()
+WHERE t.source_event_created <= EXCLUDED.source_event_created
+  AND NOT (t.status IN ('paid', 'void') AND EXCLUDED.status IS DISTINCT FROM t.status)
+  AND NOT (t.source_event_created = EXCLUDED.source_event_created
+           AND coalesce(array_position(ARRAY['draft', 'open', 'uncollectible', 'paid', 'void'],
+                                       EXCLUDED.status), 0)
+             < coalesce(array_position(ARRAY['draft', 'open', 'uncollectible', 'paid', 'void'],
+                                       t.status), 0))
+RETURNING t.id, t.status
+"""
+
+# The earliest failed payment wins whatever the delivery order; the grace end is computed from
+# it with GRACE_PERIOD_DAYS when it is recorded.
+RECORD_PAYMENT_FAILURE: LiteralString = """
+UPDATE invoices SET
+    first_failed_at = LEAST(coalesce(first_failed_at, %(failed_at)s), %(failed_at)s),
+    grace_until = LEAST(coalesce(grace_until, %(grace_until)s), %(grace_until)s)
+WHERE id = %(id)s
+RETURNING id, status, subscription_id, customer_id, grace_until, hosted_invoice_url
+"""
+
+INVOICE_BY_ID: LiteralString = """
+SELECT id, status, subscription_id, customer_id, grace_until, hosted_invoice_url,
+       amount_due, amount_paid, currency
+FROM invoices WHERE id = %(id)s
+"""
+
+# Refunded, captured and disputed only ever become true, and amount_refunded only grows: taking
+# the larger of the two settles same-second snapshots from events of different keys.
+UPSERT_CHARGE: LiteralString = """
+INSERT INTO charges AS t (
+    id, customer_id, payment_intent_id, invoice_id, amount, amount_captured, amount_refunded,
+    currency, captured, paid, refunded, disputed, status, failure_code, failure_message,
+    livemode, metadata, created, source_event_created, source_event_id
+) VALUES (
+    %(id)s, %(customer_id)s, %(payment_intent_id)s, %(invoice_id)s, %(amount)s,
+    %(amount_captured)s, %(amount_refunded)s, %(currency)s, %(captured)s, %(paid)s, %(refunded)s,
+    %(disputed)s, %(status)s, %(failure_code)s, %(failure_message)s, %(livemode)s, %(metadata)s,
+    %(created)s, %(source_event_created)s, %(source_event_id)s
+)
+ON CONFLICT (id) DO UPDATE SET
+    customer_id = coalesce(EXCLUDED.customer_id, t.customer_id),
+    payment_intent_id = coalesce(EXCLUDED.payment_intent_id, t.payment_intent_id),
+    invoice_id = coalesce(EXCLUDED.invoice_id, t.invoice_id),
+    amount = EXCLUDED.amount,
+    amount_captured = EXCLUDED.amount_captured,
+    amount_refunded = GREATEST(EXCLUDED.amount_refunded, t.amount_refunded),
+    currency = EXCLUDED.currency,
+    captured = EXCLUDED.captured OR t.captured,
+    paid = EXCLUDED.paid OR t.paid,
+    refunded = EXCLUDED.refunded OR t.refunded,
+    disputed = EXCLUDED.disputed OR t.disputed,
+    status = EXCLUDED.status,
+    failure_code = EXCLUDED.failure_code,
+    failure_message = EXCLUDED.failure_message,
+    livemode = EXCLUDED.livemode,
+    metadata = EXCLUDED.metadata,
+    created = coalesce(EXCLUDED.created, t.created),
+    source_event_created = EXCLUDED.source_event_created,
+    source_event_id = EXCLUDED.source_event_id,
+    updated_at = now()
+WHERE t.source_event_created <= EXCLUDED.source_event_created
+  AND NOT (t.status IN ('succeeded', 'failed') AND EXCLUDED.status = 'pending')
+RETURNING t.id, t.customer_id, t.amount_refunded, t.refunded, t.currency
+"""
+
+# Disputes and refunds name a charge, not a customer: whichever row is written second links them.
+LINK_CHARGE_CUSTOMER: LiteralString = """
+WITH d AS (
+    UPDATE disputes SET customer_id = %(customer_id)s
+    WHERE charge_id = %(charge_id)s AND customer_id IS NULL
+)
+UPDATE refunds SET customer_id = %(customer_id)s
+WHERE charge_id = %(charge_id)s AND customer_id IS NULL
+"""
+
+UPSERT_DISPUTE: LiteralString = """
+INSERT INTO disputes AS t (
+    id, charge_id, customer_id, payment_intent_id, amount, currency, reason, status, livemode,
+    metadata, created, source_event_created, source_event_id
+) VALUES (
+    %(id)s, %(charge_id)s,
+    coalesce(%(customer_id)s, (SELECT c.customer_id FROM charges c WHERE c.id = %(charge_id)s)),
+    %(payment_intent_id)s, %(amount)s, %(currency)s, %(reason)s, %(status)s, %(livemode)s,
+    %(metadata)s, %(created)s, %(source_event_created)s, %(source_event_id)s
+)
+ON CONFLICT (id) DO UPDATE SET
+    charge_id = coalesce(EXCLUDED.charge_id, t.charge_id),
+    customer_id = coalesce(EXCLUDED.customer_id, t.customer_id),
+    payment_intent_id = coalesce(EXCLUDED.payment_intent_id, t.payment_intent_id),
+    amount = EXCLUDED.amount,
+    currency = EXCLUDED.currency,
+    reason = EXCLUDED.reason,
+    status = EXCLUDED.status,
+    livemode = EXCLUDED.livemode,
+    metadata = EXCLUDED.metadata,
+    created = coalesce(EXCLUDED.created, t.created),
+    source_event_created = EXCLUDED.source_event_created,
+    source_event_id = EXCLUDED.source_event_id,
+    updated_at = now()
+WHERE t.source_event_created <= EXCLUDED.source_event_created
+  AND NOT (t.status IN ('won', 'lost', 'warning_closed', 'prevented')
+           AND EXCLUDED.status IS DISTINCT FROM t.status)
+RETURNING t.id, t.customer_id, t.status
+"""
+
+UPSERT_REFUND: LiteralString = """
+INSERT INTO refunds AS t (
+    id, charge_id, customer_id, payment_intent_id, amount, currency, reason, status, livemode,
+    metadata, created, source_event_created, source_event_id
+) VALUES (
+    %(id)s, %(charge_id)s,
+    coalesce(%(customer_id)s, (SELECT c.customer_id FROM charges c WHERE c.id = %(charge_id)s)),
+    %(payment_intent_id)s, %(amount)s, %(currency)s, %(reason)s, %(status)s, %(livemode)s,
+    %(metadata)s, %(created)s, %(source_event_created)s, %(source_event_id)s
+)
+ON CONFLICT (id) DO UPDATE SET
+    charge_id = coalesce(EXCLUDED.charge_id, t.charge_id),
+    customer_id = coalesce(EXCLUDED.customer_id, t.customer_id),
+    payment_intent_id = coalesce(EXCLUDED.payment_intent_id, t.payment_intent_id),
+    amount = EXCLUDED.amount,
+    currency = EXCLUDED.currency,
+    reason = EXCLUDED.reason,
+    status = EXCLUDED.status,
+    livemode = EXCLUDED.livemode,
+    metadata = EXCLUDED.metadata,
+    created = coalesce(EXCLUDED.created, t.created),
+    source_event_created = EXCLUDED.source_event_created,
+    source_event_id = EXCLUDED.source_event_id,
+    updated_at = now()
+WHERE t.source_event_created <= EXCLUDED.source_event_created
+RETURNING t.id, t.customer_id, t.status
+"""
+
+UPSERT_CHECKOUT_SESSION: LiteralString = """
+INSERT INTO checkout_sessions AS t (
+    id, client_reference_id, customer_id, subscription_id, invoice_id, payment_intent_id, mode,
+    status, payment_status, amount_total, currency, livemode, metadata, created,
+    source_event_created, source_event_id
+) VALUES (
+    %(id)s, %(client_reference_id)s, %(customer_id)s, %(subscription_id)s, %(invoice_id)s,
+    %(payment_intent_id)s, %(mode)s, %(status)s, %(payment_status)s, %(amount_total)s,
+    %(currency)s, %(livemode)s, %(metadata)s, %(created)s, %(source_event_created)s,
+    %(source_event_id)s
+)
+ON CONFLICT (id) DO UPDATE SET
+    client_reference_id = coalesce(EXCLUDED.client_reference_id, t.client_reference_id),
+    customer_id = coalesce(EXCLUDED.customer_id, t.customer_id),
+    subscription_id = coalesce(EXCLUDED.subscription_id, t.subscription_id),
+    invoice_id = coalesce(EXCLUDED.invoice_id, t.invoice_id),
+    payment_intent_id = coalesce(EXCLUDED.payment_intent_id, t.payment_intent_id),
+    mode = EXCLUDED.mode,
+    status = EXCLUDED.status,
+    payment_status = EXCLUDED.payment_status,
+    amount_total = EXCLUDED.amount_total,
+    currency = EXCLUDED.currency,
+    livemode = EXCLUDED.livemode,
+    metadata = EXCLUDED.metadata,
+    created = coalesce(EXCLUDED.created, t.created),
+    source_event_created = EXCLUDED.source_event_created,
+    source_event_id = EXCLUDED.source_event_id,
+    updated_at = now()
+WHERE t.source_event_created <= EXCLUDED.source_event_created
+RETURNING t.id
+"""
+
+CUSTOMER_OF_CHARGE: LiteralString = "SELECT customer_id FROM charges WHERE id = %(id)s"
+
+# The outbox.
+INSERT_NOTIFICATION: LiteralString = """
+INSERT INTO notifications (event_id, kind, customer_id, payload, enqueued_at)
+VALUES (%(event_id)s, %(kind)s, %(customer_id)s, %(payload)s, now())
+ON CONFLICT (event_id, kind) DO NOTHING
+RETURNING id
+"""
+
+# Claimed before sending (committed on its own), so two deliveries of one row never both send.
+CLAIM_NOTIFICATION: LiteralString = """
+UPDATE notifications SET sent_at = now(), attempts = attempts + 1
+WHERE id = %(id)s AND sent_at IS NULL AND attempts < %(max_attempts)s
+RETURNING id, event_id, kind, customer_id, payload, attempts
+"""
+
+RELEASE_NOTIFICATION: LiteralString = """
+UPDATE notifications SET sent_at = NULL, last_error = %(error)s WHERE id = %(id)s
+"""
+
+NOTE_DELIVERY: LiteralString = """
+UPDATE notifications SET last_error = %(note)s WHERE id = %(id)s
+"""
+
+CUSTOMER_CONTACT: LiteralString = """
+SELECT email, name FROM customers WHERE id = %(id)s AND NOT deleted
+"""
+
+# Unsent rows whose message may be lost: older than `min_age` and not enqueued for as long.
+STRANDED_NOTIFICATIONS: LiteralString = """
+UPDATE notifications SET enqueued_at = now()
+WHERE id IN (
+    SELECT id FROM notifications
+    WHERE sent_at IS NULL AND attempts < %(max_attempts)s
+      AND created_at < now() - %(min_age)s
+      AND (enqueued_at IS NULL OR enqueued_at < now() - %(min_age)s)
+    ORDER BY created_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING id
+"""
+
+ACCESS_FOR: LiteralString = """
+SELECT customer_id, has_access, reason, until
+FROM customer_access_at(coalesce(%(at)s::timestamptz, now()))
+WHERE customer_id = %(customer_id)s
+"""
