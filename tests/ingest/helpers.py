@@ -1,0 +1,98 @@
+"""Helpers for the receiver's tests: readers of what it stored (PostgreSQL rows) and enqueued
+(the Dramatiq queue in Redis), the app served in-process, and signed deliveries."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import orjson
+import psycopg
+import redis
+from dramatiq import Message
+from psycopg.rows import dict_row
+from starlette.applications import Starlette
+
+from shared.broker import PROCESS_ACTOR, QUEUE_NAME
+from tests.conftest import SECRET
+from tests.support import sign
+
+
+class Stored:
+    """What the receiver left behind: rows in `stripe_events`, messages in the Dramatiq queue."""
+
+    def __init__(self, database_url: str, redis_url: str, namespace: str) -> None:
+        self.database_url = database_url
+        self.redis_url = redis_url
+        self.namespace = namespace
+
+    def rows(self) -> dict[str, dict[str, Any]]:
+        with psycopg.connect(self.database_url, row_factory=dict_row) as conn:
+            found = conn.execute("SELECT * FROM stripe_events ORDER BY id").fetchall()
+        return {row["id"]: row for row in found}
+
+    def queued(self) -> list[str]:
+        """Event ids of the messages waiting in the queue, in queue order."""
+        client = redis.Redis.from_url(self.redis_url)
+        try:
+            order = [m.decode() for m in client.lrange(f"{self.namespace}:{QUEUE_NAME}", 0, -1)]
+            bodies = client.hgetall(f"{self.namespace}:{QUEUE_NAME}.msgs")
+        finally:
+            client.close()
+        assert len(bodies) == len(order), "queue list and message hash disagree"
+        ids = []
+        for redis_id in order:
+            message = Message.decode(bodies[redis_id.encode()])
+            assert message.actor_name == PROCESS_ACTOR
+            assert message.queue_name == QUEUE_NAME
+            ids.append(message.args[0])
+        return ids
+
+    async def wait_queued(self, count: int, timeout: float = 5.0) -> list[str]:
+        """The queue once it holds `count` messages (plus a short grace to see no more come).
+
+        Async: the receiver's enqueuer runs on the test's event loop and must get turns."""
+        deadline = time.monotonic() + timeout
+        while len(self.queued()) < count and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.1)
+        return self.queued()
+
+    def wait_queued_sync(self, count: int, timeout: float = 5.0) -> list[str]:
+        deadline = time.monotonic() + timeout
+        while len(self.queued()) < count and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.1)
+        return self.queued()
+
+
+@asynccontextmanager
+async def serve(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://receiver.test"
+        ) as client,
+    ):
+        yield client
+
+
+def signed(
+    event: dict[str, Any] | bytes, secret: str = SECRET, timestamp: int | None = None
+) -> tuple[bytes, dict[str, str]]:
+    body = event if isinstance(event, bytes) else orjson.dumps(event)
+    return body, {"Stripe-Signature": sign(body, secret, timestamp)}
+
+
+async def deliver(
+    client: httpx.AsyncClient,
+    event: dict[str, Any] | bytes,
+    secret: str = SECRET,
+    timestamp: int | None = None,
+) -> httpx.Response:
+    body, headers = signed(event, secret, timestamp)
+    return await client.post("/webhooks/stripe", content=body, headers=headers)
