@@ -1,0 +1,212 @@
+"""Every corpus event, with its id made unique, goes through the receiver and is stored with the
+`ordering_key` the contract prescribes. The expected keys below were written from each file's
+`data.object` by hand (customer; else the charge for disputes and refunds; else the object's id;
+else the event's id), not computed by the code under test."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tests.ingest.helpers import Stored, deliver
+from tests.support import corpus_files, unique_event
+
+pytestmark = pytest.mark.anyio
+
+EVENT_ID = object()  # the object has no id (`invoice.upcoming`-like): the event's own id
+
+EXPECTED_KEYS: dict[str, object] = {
+    "dj-stripe__event_account_application_authorized__1": "ca_JWVN6vOJJs3RKsff0VUwIUfmUmN0VYqe",
+    "dj-stripe__event_account_application_deauthorized__1": "ca_JWVN6vOJJs3RKsff0VUwIUfmUmN0VYqe",
+    "dj-stripe__event_account_updated_custom__1": "acct_1IuHosQveW0ONQsd",
+    "dj-stripe__event_account_updated_express__1": "acct_1IuHosQveW0ONQsd",
+    "dj-stripe__event_account_updated_standard__1": "acct_1Fg9jUA3kq9o1aTc",
+    "dj-stripe__event_external_account_bank_account_created__1": "ba_1IuVozQveW0ONQsd3dWG85e2",
+    "dj-stripe__event_external_account_bank_account_deleted__1": "ba_1IuVozQveW0ONQsd3dWG85e2",
+    "dj-stripe__event_external_account_bank_account_updated__1": "ba_1IuVozQveW0ONQsd3dWG85e2",
+    "dj-stripe__event_external_account_card_created__1": "card_1IuVlSQveW0ONQsdkXBUUHyE",
+    "dj-stripe__event_external_account_card_deleted__1": "card_1IuVlSQveW0ONQsdkXBUUHyE",
+    "dj-stripe__event_external_account_card_updated__1": "card_1IuVlSQveW0ONQsdkXBUUHyE",
+    "openapi__fixtures3__1": "price_1PgafmB7WZ01zgkW6dKueIc5",
+    "pay__account.updated__1": "acct_00000000000000",
+    "stripe-ruby-mock__account.application.deauthorized__1": "cus_00000000000000",
+    "stripe-ruby-mock__account.external_account.created__1": "ba_00000000000000",
+    "stripe-ruby-mock__account.external_account.deleted__1": "ba_00000000000000",
+    "stripe-ruby-mock__account.external_account.updated__1": "ba_00000000000000",
+    "stripe-ruby-mock__account.updated__1": "acct_00000000000000",
+    "stripe-ruby-mock__balance.available__1": EVENT_ID,
+    "stripe-ruby-mock__charge.captured__1": "ch_000000000000000000000000",
+    "stripe-ruby-mock__charge.dispute.closed__1": "ch_00000000000000",
+    "stripe-ruby-mock__charge.dispute.created__1": "ch_000000000000000000000000",
+    "stripe-ruby-mock__charge.dispute.funds_reinstated__1": "ch_00000000000000",
+    "stripe-ruby-mock__charge.dispute.funds_withdrawn__1": "ch_00000000000000",
+    "stripe-ruby-mock__charge.dispute.updated__1": "ch_00000000000000",
+    "stripe-ruby-mock__charge.failed__1": "ch_000000000000000000000000",
+    "stripe-ruby-mock__charge.refund.updated__1": "ch_000000000000000000000000",
+    "stripe-ruby-mock__charge.refunded__1": "ch_000000000000000000000000",
+    "stripe-ruby-mock__charge.succeeded__1": "ch_000000000000000000000000",
+    "stripe-ruby-mock__charge.updated__1": "cus_00000000000000",
+    "stripe-ruby-mock__checkout.session.completed.payment_mode__1": "cus_00000000000000",
+    "stripe-ruby-mock__checkout.session.completed.setup_mode__1": "cs_00000000000000",
+    "stripe-ruby-mock__checkout.session.completed__1": "cus_00000000000000",
+    "stripe-ruby-mock__coupon.created__1": "25OFF_00000000000000",
+    "stripe-ruby-mock__coupon.deleted__1": "25OFF_00000000000000",
+    "stripe-ruby-mock__customer.created__1": "cus_00000000000000",
+    "stripe-ruby-mock__customer.deleted__1": "cus_00000000000000",
+    "stripe-ruby-mock__customer.discount.created__1": "cus_00000000000000",
+    "stripe-ruby-mock__customer.discount.deleted__1": "cus_00000000000000",
+    "stripe-ruby-mock__customer.discount.updated__1": "cus_00000000000000",
+    "stripe-ruby-mock__customer.source.created__1": "cus_00000000000000",
+    "stripe-ruby-mock__customer.source.deleted__1": "cus_VALID",
+    "stripe-ruby-mock__customer.source.updated__1": "cus_00000000000000",
+    "stripe-ruby-mock__customer.subscription.created__1": "cus_00000000000000",
+    "stripe-ruby-mock__customer.subscription.deleted__1": "cus_00000000000000",
+    "stripe-ruby-mock__customer.subscription.trial_will_end__1": "cus_00000000000000",
+    "stripe-ruby-mock__customer.subscription.updated__1": "cus_00000000000000",
+    "stripe-ruby-mock__customer.updated__1": "cus_00000000000000",
+    "stripe-ruby-mock__invoice.created__1": "cus_00000000000000",
+    "stripe-ruby-mock__invoice.finalized__1": "cus_00000000000000",
+    "stripe-ruby-mock__invoice.paid__1": "cus_00000000000000",
+    "stripe-ruby-mock__invoice.payment_action_required__1": "cus_00000000000000",
+    "stripe-ruby-mock__invoice.payment_failed__1": "cus_00000000000000",
+    "stripe-ruby-mock__invoice.payment_succeeded__1": "cus_00000000000000",
+    "stripe-ruby-mock__invoice.upcoming__1": "cus_00000000000000",
+    "stripe-ruby-mock__invoice.updated__1": "cus_00000000000000",
+    "stripe-ruby-mock__invoiceitem.created__1": "cus_00000000000000",
+    "stripe-ruby-mock__invoiceitem.deleted__1": "cus_00000000000000",
+    "stripe-ruby-mock__invoiceitem.updated__1": "cus_00000000000000",
+    "stripe-ruby-mock__mandate.updated__1": "mandate_000000000000000000000000",
+    "stripe-ruby-mock__payment_intent.amount_capturable_updated__1": "pi_000000000000000000000000",
+    "stripe-ruby-mock__payment_intent.canceled__1": "pi_000000000000000000000000",
+    "stripe-ruby-mock__payment_intent.created__1": "pi_000000000000000000000000",
+    "stripe-ruby-mock__payment_intent.payment_failed__1": "pi_000000000000000000000000",
+    "stripe-ruby-mock__payment_intent.processing__1": "cus_00000000000000",
+    "stripe-ruby-mock__payment_intent.requires_action__1": "cus_00000000000000",
+    "stripe-ruby-mock__payment_intent.succeeded__1": "pi_000000000000000000000000",
+    "stripe-ruby-mock__payment_link.created__1": "plink_000000000000000000000000",
+    "stripe-ruby-mock__payment_link.updated__1": "plink_000000000000000000000000",
+    "stripe-ruby-mock__payment_method.attached__1": "cus_00000000000000",
+    "stripe-ruby-mock__payment_method.detached__1": "pm_000000000000000000000000",
+    "stripe-ruby-mock__payout.created__1": "po_000000000000000000000000",
+    "stripe-ruby-mock__payout.paid__1": "po_000000000000000000000000",
+    "stripe-ruby-mock__payout.updated__1": "po_000000000000000000000000",
+    "stripe-ruby-mock__plan.created__1": "price_000000000000000000000000",
+    "stripe-ruby-mock__plan.deleted__1": "plan_00000000000000",
+    "stripe-ruby-mock__plan.updated__1": "price_000000000000000000000000",
+    "stripe-ruby-mock__price.created__1": "price_000000000000000000000000",
+    "stripe-ruby-mock__price.deleted__1": "plan_00000000000000",
+    "stripe-ruby-mock__price.updated__1": "price_000000000000000000000000",
+    "stripe-ruby-mock__product.created__1": "prod_00000000000000",
+    "stripe-ruby-mock__product.deleted__1": "prod_00000000000000",
+    "stripe-ruby-mock__product.updated__1": "prod_00000000000000",
+    "stripe-ruby-mock__quote.accepted__1": "cus_00000000000000",
+    "stripe-ruby-mock__quote.canceled__1": "cus_00000000000000",
+    "stripe-ruby-mock__quote.created__1": "cus_00000000000000",
+    "stripe-ruby-mock__quote.finalized__1": "cus_00000000000000",
+    "stripe-ruby-mock__setup_intent.canceled__1": "seti_000000000000000000000000",
+    "stripe-ruby-mock__setup_intent.created__1": "seti_000000000000000000000000",
+    "stripe-ruby-mock__setup_intent.setup_failed__1": "seti_000000000000000000000000",
+    "stripe-ruby-mock__setup_intent.succeeded__1": "seti_000000000000000000000000",
+    "stripe-ruby-mock__subscription_schedule.canceled__1": "cus_00000000000000",
+    "stripe-ruby-mock__subscription_schedule.created__1": "cus_00000000000000",
+    "stripe-ruby-mock__subscription_schedule.released__1": "cus_00000000000000",
+    "stripe-ruby-mock__subscription_schedule.updated__1": "cus_00000000000000",
+    "stripe-ruby-mock__tax_rate.created__1": "txr_00000000000000",
+    "stripe-ruby-mock__tax_rate.updated__1": "txr_00000000000000",
+    "stripe-ruby-mock__transfer.created__1": "tr_00000000000000",
+    "stripe-ruby-mock__transfer.failed__1": "tr_00000000000000",
+    "stripe-ruby-mock__transfer.paid__1": "tr_00000000000000",
+    "stripe-ruby-mock__transfer.updated__1": "tr_00000000000000",
+    "stripe-sync-engine__active_entitlement_summary_updated__1": "cus_Sll319ReSxCmEi",
+    "stripe-sync-engine__charge_captured__1": "cus_J7Mkgr8mvbl1eK",
+    "stripe-sync-engine__charge_dispute_closed__1": "ch_1IqtGAJDPojXS6LNstgEfUji",
+    "stripe-sync-engine__charge_dispute_created__1": "ch_1IqtGAJDPojXS6LNstgEfUji",
+    "stripe-sync-engine__charge_dispute_funds_reinstated__1": "ch_1IqtGAJDPojXS6LNstgEfUji",
+    "stripe-sync-engine__charge_dispute_funds_withdrawn__1": "ch_1IqtGAJDPojXS6LNstgEfUji",
+    "stripe-sync-engine__charge_dispute_updated__1": "ch_1IqtGAJDPojXS6LNstgEfUji",
+    "stripe-sync-engine__charge_expired__1": "cus_J7Mkgr8mvbl1eK",
+    "stripe-sync-engine__charge_failed__1": "cus_J7Mkgr8mvbl1eK",
+    "stripe-sync-engine__charge_pending__1": "cus_J7Mkgr8mvbl1eK",
+    "stripe-sync-engine__charge_refunded__1": "cus_J7Mkgr8mvbl1eK",
+    "stripe-sync-engine__charge_succeeded__1": "cus_J7Mkgr8mvbl1eK",
+    "stripe-sync-engine__charge_updated__1": "cus_J7Mkgr8mvbl1eK",
+    "stripe-sync-engine__checkout_session_completed__1": "cus_IhGfebO16cMIGN",
+    "stripe-sync-engine__credit_note_created__1": "cus_NjLgPhUokHubJC",
+    "stripe-sync-engine__credit_note_updated__1": "cus_NjLgPhUokHubJC",
+    "stripe-sync-engine__credit_note_voided__1": "cus_NjLgPhUokHubJC",
+    "stripe-sync-engine__customer_deleted__1": "cus_IhGfebO16cMIGN",
+    "stripe-sync-engine__customer_tax_id_created__1": "txi_1NuMB12eZvKYlo2CMecoWkZd",
+    "stripe-sync-engine__customer_tax_id_deleted__1": "txi_1NuMB12eZvKYlo2CMecoWkZd",
+    "stripe-sync-engine__customer_tax_id_updated__1": "txi_1NuMB12eZvKYlo2CMecoWkZd",
+    "stripe-sync-engine__customer_updated__1": "cus_IhGfebO16cMIGN",
+    "stripe-sync-engine__early_fraud_warning_created__1": "issfr_1NnrwHBw2dPENLoi9lnhV3RQ",
+    "stripe-sync-engine__early_fraud_warning_updated__1": "issfr_1NnrwHBw2dPENLoi9lnhV3RQ",
+    "stripe-sync-engine__invoice_deleted__1": "cus_123",
+    "stripe-sync-engine__invoice_finalized__1": "cus_J7Mkgr8mvbl1eK",
+    "stripe-sync-engine__invoice_paid__1": "cus_JsuO3bmrj0QlAw",
+    "stripe-sync-engine__invoice_payment_paid__1": "inpay_1M3USa2eZvKYlo2CBjuwbq0N",
+    "stripe-sync-engine__invoice_updated__1": "cus_JVhbiWW9p3F6wq",
+    "stripe-sync-engine__invoice_voided__1": "cus_JsuO3bmrj0QlAw",
+    "stripe-sync-engine__payment_intent_amount_capturable_updated__1": "pi_1IqxJOJDPojXS6LN9uOebAea",  # noqa: E501
+    "stripe-sync-engine__payment_intent_canceled__1": "pi_1IqxJOJDPojXS6LN9uOebAea",
+    "stripe-sync-engine__payment_intent_created__1": "pi_1IqxJOJDPojXS6LN9uOebAea",
+    "stripe-sync-engine__payment_intent_partially_funded__1": "pi_1IqxJOJDPojXS6LN9uOebAea",
+    "stripe-sync-engine__payment_intent_payment_failed__1": "pi_1IqxJOJDPojXS6LN9uOebAea",
+    "stripe-sync-engine__payment_intent_processing__1": "pi_1IqxJOJDPojXS6LN9uOebAea",
+    "stripe-sync-engine__payment_intent_requires_action__1": "pi_1IqxJOJDPojXS6LN9uOebAea",
+    "stripe-sync-engine__payment_intent_succeeded__1": "pi_1IqxJOJDPojXS6LN9uOebAea",
+    "stripe-sync-engine__payment_method_attached__1": "cus_N4vaPItLFHBqRE",
+    "stripe-sync-engine__payment_method_automatically_updated__1": "cus_Mt3...",
+    "stripe-sync-engine__payment_method_detached__1": "pm_1MJUwRJDPojXS6LNh4fFA1z7",
+    "stripe-sync-engine__payment_method_updated__1": "cus_Mt3...",
+    "stripe-sync-engine__plan_created__1": "price_1MKL7PJDPojXS6LNpNepgHsK",
+    "stripe-sync-engine__plan_deleted__1": "price_1MKL7PJDPojXS6LNpNepgHsK",
+    "stripe-sync-engine__plan_updated__1": "price_1MKL7PJDPojXS6LNpNepgHsK",
+    "stripe-sync-engine__price_created__1": "price_1J02UOJDPojXS6LNDao8fiaO",
+    "stripe-sync-engine__price_deleted__1": "price_1J02UOJDPojXS6LNDao8fiaO",
+    "stripe-sync-engine__price_updated__1": "price_1IDQm5JDPojXS6LNM31hxKzp",
+    "stripe-sync-engine__product_created__1": "prod_JdJ6Wt7rsz4EPJ",
+    "stripe-sync-engine__product_deleted__1": "prod_JdJ6Wt7rsz4EPJ",
+    "stripe-sync-engine__product_updated__1": "prod_IsRLOp58Z7V4XN",
+    "stripe-sync-engine__refund_created__1": "ch_1NirD82eZvKYlo2CIvbtLWuY",
+    "stripe-sync-engine__refund_failed__1": "ch_1NirD82eZvKYlo2CIvbtLWuY",
+    "stripe-sync-engine__refund_updated__1": "ch_1NirD82eZvKYlo2CIvbtLWuY",
+    "stripe-sync-engine__review_closed__1": "prv_1NVyFt2eZvKYlo2CjubqF1xm",
+    "stripe-sync-engine__review_opened__1": "prv_1NVyFt2eZvKYlo2CjubqF1xm",
+    "stripe-sync-engine__setup_intent_canceled__1": "cus_L1o0d9VNhs3JWt",
+    "stripe-sync-engine__setup_intent_created__1": "cus_N3KrCDMGLNc16B",
+    "stripe-sync-engine__setup_intent_requires_action__1": "cus_Mtyj...",
+    "stripe-sync-engine__setup_intent_setup_failed__1": "cus_MYBJ2IE1JrPgL0",
+    "stripe-sync-engine__setup_intent_succeeded__1": "cus_N3KrCDMGLNc16B",
+    "stripe-sync-engine__subscription_created__1": "cus_IhGfebO16cMIGN",
+    "stripe-sync-engine__subscription_deleted__1": "cus_IhGfebO16cMIGN",
+    "stripe-sync-engine__subscription_schedule_aborted__1": "cus_J2KKjtkuVwFRoZ",
+    "stripe-sync-engine__subscription_schedule_canceled__1": "cus_J2KKjtkuVwFRoZ",
+    "stripe-sync-engine__subscription_schedule_completed__1": "cus_J2KKjtkuVwFRoZ",
+    "stripe-sync-engine__subscription_schedule_created__1": "cus_J2KKjtkuVwFRoZ",
+    "stripe-sync-engine__subscription_schedule_expiring__1": "cus_J2KKjtkuVwFRoZ",
+    "stripe-sync-engine__subscription_schedule_released__1": "cus_J2KKjtkuVwFRoZ",
+    "stripe-sync-engine__subscription_schedule_updated__1": "cus_J2KKjtkuVwFRoZ",
+    "stripe-sync-engine__subscription_updated__1": "cus_IhGfebO16cMIGN",
+}
+
+
+def test_the_table_covers_the_whole_corpus() -> None:
+    assert sorted(EXPECTED_KEYS) == sorted(path.stem for path in corpus_files())
+
+
+async def test_every_corpus_event_is_stored_with_its_ordering_key(
+    client: httpx.AsyncClient, stored: Stored
+) -> None:
+    expected: dict[str, str] = {}
+    for path in corpus_files():
+        event = unique_event(path.name, "okey")
+        response = await deliver(client, event)
+        assert response.status_code == 200, (path.name, response.text)
+        assert response.json() == {"received": True, "duplicate": False, "id": event["id"]}
+        key = EXPECTED_KEYS[path.stem]
+        expected[event["id"]] = event["id"] if key is EVENT_ID else str(key)
+
+    rows = stored.rows()
+    assert {event_id: row["ordering_key"] for event_id, row in rows.items()} == expected
+    assert sorted(await stored.wait_queued(len(expected))) == sorted(expected)
