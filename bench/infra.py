@@ -192,8 +192,9 @@ class Proc:
 
     def stop(self, timeout: float = 20.0) -> int | None:
         if self.alive():
+            # The root only: a supervisor stops its own children in order.
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.pid, signal.SIGTERM)
+                os.kill(self.pid, signal.SIGTERM)
             try:
                 self.popen.wait(timeout)
             except subprocess.TimeoutExpired:

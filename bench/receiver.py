@@ -12,6 +12,8 @@ from pathlib import Path
 import orjson
 import psycopg
 
+from bench import cpu
+from bench.cpu import CpuShare
 from bench.events import BenchEvent, generate, signed_requests
 from bench.events import write_wrk_files as write_requests
 from bench.infra import (
@@ -27,6 +29,7 @@ from bench.infra import (
     wait_http,
     watch_memory,
 )
+from bench.profile import Profile, Recorder
 from bench.sender import send
 from bench.tools import WrkResult, run_wrk
 from shared.broker import QUEUE_NAME
@@ -52,6 +55,8 @@ class ServerRun:
     stored: int | None = None
     enqueued: int | None = None
     pid: int = 0
+    cpu: CpuShare | None = None
+    profile: Profile | None = None
 
     @property
     def durable(self) -> bool:
@@ -200,6 +205,7 @@ def run_server(
     threads: int,
     warmup: int,
     extra_env: dict[str, str],
+    profile_out: Path | None = None,
 ) -> ServerRun:
     workdir = WORK / "receiver" / name
     port = free_port()
@@ -223,7 +229,13 @@ def run_server(
         files, _ = write_requests(events, SECRET, workdir / "requests", threads)
         del files
         say(f"receiver/{name}: wrk {duration:.0f}s, {connections} connections")
+        recorder = None
+        if profile_out is not None:
+            recorder = Recorder(
+                f"receiver: {name}", proc.pid, duration, profile_out, subprocesses=False
+            )
         with watch_memory(proc.pid) as memory:
+            before, started = cpu.snapshot(), time.monotonic()
             result = run_wrk(
                 f"http://127.0.0.1:{port}/webhooks/stripe",
                 workdir / "requests",
@@ -232,12 +244,22 @@ def run_server(
                 connections=connections,
                 duration=duration,
             )
-        run = ServerRun(name, " ".join(argv), result, memory, pid=proc.pid)
+            used = cpu.share(before, cpu.snapshot(), time.monotonic() - started, {name: [proc.pid]})
+            used.seconds["wrk"] = used.seconds.get("wrk", 0.0) + result.cpu_s
+        shown = f"PORT={port} STRIPE_WEBHOOK_SECRET=whsec_bench_... DATABASE_URL=<fresh db> "
+        shown += f"REDIS_URL={redis_space.url} REDIS_NAMESPACE={namespace} {' '.join(argv)}"
+        run = ServerRun(name, shown, result, memory, pid=proc.pid, cpu=used)
+        if recorder is not None:
+            run.profile = recorder.finish()
+            return run
         p50, p99 = result.latency_us.get("p50", 0) / 1000, result.latency_us.get("p99", 0) / 1000
         say(
             f"receiver/{name}: {result.rps:,.0f} req/s, p50 {p50:.1f} ms, p99 {p99:.1f} ms, "
             f"non-2xx {result.non_2xx}"
         )
+        # A graceful stop lets the requests still in flight finish (and ours flush its enqueues),
+        # so the checks see the final state.
+        _stop(proc, name)
         if database_url is not None and name != "bare":
             durability_checks(run, events, tag, database_url, redis_space, namespace, connections)
             for check in run.checks:
@@ -245,11 +267,16 @@ def run_server(
                 say(f"receiver/{name}: {verdict} {check.name}: {check.detail}")
         return run
     finally:
-        code = proc.stop()
-        if code not in (0, None, -15):
-            say(f"receiver/{name}: exited with {code}; log {proc.log_path}")
+        if proc.alive():
+            _stop(proc, name)
         if database_url is not None:
             databases.drop(database_url)
+
+
+def _stop(proc: Proc, name: str) -> None:
+    code = proc.stop()
+    if code not in (0, None, -15):
+        say(f"receiver/{name}: exited with {code}; log {proc.log_path}")
 
 
 def receiver_events(duration: float, tag: str, per_second: int = 7_000) -> list[BenchEvent]:
@@ -287,3 +314,34 @@ def run_receiver_bench(
             )
         )
     return runs, events
+
+
+def profile_server(
+    name: str,
+    *,
+    events: Sequence[BenchEvent],
+    tag: str,
+    databases: Databases,
+    redis_space: RedisSpace,
+    duration: float,
+    connections: int,
+    threads: int,
+    warmup: int,
+) -> Profile:
+    """The same load once more, with py-spy recording the server."""
+    say(f"receiver/{name}: profiling with py-spy for {duration:.0f}s")
+    run = run_server(
+        name,
+        events=events,
+        tag=tag,
+        databases=databases,
+        redis_space=redis_space,
+        duration=duration,
+        connections=connections,
+        threads=threads,
+        warmup=warmup,
+        extra_env={},
+        profile_out=WORK / "profiles" / f"receiver-{name}.txt",
+    )
+    assert run.profile is not None
+    return run.profile

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -69,6 +70,7 @@ class WrkResult:
     wraps: int = 0
     ok: int = 0
     ok_ids: list[str] = field(default_factory=list)
+    cpu_s: float = 0.0
 
     @property
     def rps(self) -> float:
@@ -107,13 +109,16 @@ def run_wrk(
     ]
     env = {**os.environ, "BENCH_REQ_DIR": str(request_dir), "BENCH_WRK_OUT": str(out)}
     out.unlink(missing_ok=True)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     completed = subprocess.run(
         argv, env=env, capture_output=True, text=True, timeout=duration + 120
     )
     if completed.returncode != 0 or not out.exists():
         raise RuntimeError(f"wrk failed ({completed.returncode}):\n{completed.stderr[-2000:]}")
     shown = " ".join(["wrk", *argv[1:]]).replace(str(LUA), "bench/wrk_requests.lua")
-    result = WrkResult(command=shown, stdout=completed.stdout)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    result = WrkResult(command=shown, stdout=completed.stdout, cpu_s=cpu)
     _parse(result, out.read_text())
     return result
 
