@@ -185,6 +185,10 @@ def run_process(
 _RECENT: list[Running] = []
 
 
+def forget_recent() -> None:
+    _RECENT.clear()
+
+
 def recent_logs() -> str:
     return "\n".join(f"----- {r.name} (pid {r.pid}) -----\n{r.logs()[-6000:]}" for r in _RECENT)
 

@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from psycopg_pool import ConnectionPool
+
+from shared.db import Connection, make_pool
+from tests.procs import forget_recent, recent_logs
+from tests.worker.support import create_effects_table
+
+
+@pytest.fixture
+def effects_db(database_url: str) -> str:
+    """The test database with the table the test handlers write their effects to."""
+    create_effects_table(database_url)
+    return database_url
+
+
+@pytest.fixture
+def pool(effects_db: str) -> Iterator[ConnectionPool[Connection]]:
+    pool = make_pool(effects_db, min_size=1, max_size=10)
+    pool.open(wait=True)
+    try:
+        yield pool
+    finally:
+        pool.close()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_process_logs() -> None:
+    forget_recent()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    report = yield
+    if report.failed and call.when == "call":
+        logs = recent_logs()
+        if logs:
+            report.sections.append(("processes", logs))
+    return report

@@ -1,0 +1,21 @@
+"""The `process_event` actor: Dramatiq delivers an event id, the Processor does the rest.
+
+Retries are kept in PostgreSQL (the row is the truth), so Dramatiq's own are off. An exception
+escaping here means the database could not be reached: the row stays `pending` and the sweeper
+sends the event again after its lease.
+"""
+
+from __future__ import annotations
+
+import dramatiq
+import structlog
+
+from shared.broker import PROCESS_ACTOR, QUEUE_NAME
+from worker import runtime
+
+log = structlog.get_logger(__name__)
+
+
+@dramatiq.actor(actor_name=PROCESS_ACTOR, queue_name=QUEUE_NAME, max_retries=0)
+def process_event(event_id: str) -> None:
+    runtime.processor().handle(event_id)

@@ -1,0 +1,150 @@
+"""Prometheus metrics of the workers and the sweeper.
+
+The worker processes share Dramatiq's multiprocess directory (its Prometheus middleware sets
+PROMETHEUS_MULTIPROC_DIR at process boot), so prometheus_client is imported lazily, after that:
+a metric made before would count in one process only. One forked exposition process serves
+Dramatiq's metrics and ours on WORKER_METRICS_PORT, plus gauges read from PostgreSQL at scrape
+time (backlog, dead count, oldest pending age), so they are right whichever worker is alive.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from dramatiq.middleware.prometheus import Prometheus
+
+from shared.db import connect
+from shared.logging import configure_logging
+from shared.settings import Settings
+from worker import sql
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+log = structlog.get_logger(__name__)
+
+LAG_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 86400)
+
+
+class WorkerMetrics:
+    """What the workers count: events finished by type and outcome, failed attempts, lag."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        import prometheus_client as prom
+
+        registry = registry or prom.CollectorRegistry()
+        self.finished = prom.Counter(
+            "stripe_events_finished_total",
+            "Events finished, by type and outcome (processed, ignored, dead).",
+            ["type", "outcome"],
+            registry=registry,
+        )
+        self.failures = prom.Counter(
+            "stripe_event_failed_attempts_total",
+            "Failed processing attempts (each retried or dead-lettered).",
+            ["type"],
+            registry=registry,
+        )
+        self.lag = prom.Histogram(
+            "stripe_event_lag_seconds",
+            "Time from the event's creation at Stripe (since=created) or its receipt "
+            "(since=received) until it finished.",
+            ["since"],
+            buckets=LAG_BUCKETS,
+            registry=registry,
+        )
+
+    def observe_finished(
+        self, event_type: str, outcome: str, created: datetime, received: datetime, at: datetime
+    ) -> None:
+        self.finished.labels(event_type, outcome).inc()
+        self.lag.labels("created").observe(max(0.0, (at - created).total_seconds()))
+        self.lag.labels("received").observe(max(0.0, (at - received).total_seconds()))
+
+
+class SweeperMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        import prometheus_client as prom
+
+        self.registry = registry or prom.CollectorRegistry()
+        self.requeued = prom.Counter(
+            "stripe_sweeper_requeued_total",
+            "Stranded pending events the sweeper handed to the broker again.",
+            registry=self.registry,
+        )
+        self.passes = prom.Counter(
+            "stripe_sweeper_passes_total",
+            "Sweeper passes, by outcome (ok, failed).",
+            ["outcome"],
+            registry=self.registry,
+        )
+
+
+class DatabaseGauges:
+    """A collector that reads the backlog from PostgreSQL when Prometheus scrapes."""
+
+    def __init__(self, database_url: str) -> None:
+        self.database_url = database_url
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        up = GaugeMetricFamily("stripe_ingest_database_up", "1 when the last scrape read the DB.")
+        try:
+            with connect(self.database_url, autocommit=True, connect_timeout=3) as conn:
+                row = conn.execute(sql.BACKLOG).fetchone()
+        except Exception as e:
+            log.warning("metrics.database_unavailable", error=type(e).__name__)
+            up.add_metric([], 0)
+            yield up
+            return
+        assert row is not None
+        up.add_metric([], 1)
+        yield up
+        yield GaugeMetricFamily(
+            "stripe_events_backlog", "Events pending (not finished).", value=row["pending"]
+        )
+        yield GaugeMetricFamily(
+            "stripe_events_dead", "Events dead-lettered now.", value=row["dead"]
+        )
+        yield GaugeMetricFamily(
+            "stripe_events_oldest_pending_age_seconds",
+            "Age of the oldest pending event since its receipt.",
+            value=row["oldest_pending_s"],
+        )
+
+
+class WorkerPrometheus(Prometheus):
+    """Dramatiq's Prometheus middleware, with our exposition process instead of its own."""
+
+    @property
+    def forks(self) -> list[Any]:
+        return [serve_metrics]
+
+
+def serve_metrics() -> int:
+    """Runs in a process Dramatiq forks: the multiprocess metrics plus DatabaseGauges over HTTP."""
+    from dramatiq.middleware import prometheus as dramatiq_prometheus
+    from prometheus_client import CollectorRegistry, start_http_server
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    settings = Settings.from_env()
+    configure_logging(settings)
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=dramatiq_prometheus.DB_PATH)  # type: ignore[no-untyped-call]
+    registry.register(DatabaseGauges(settings.database_url))
+    try:
+        start_http_server(settings.worker_metrics_port, addr="0.0.0.0", registry=registry)
+    except OSError as e:
+        log.error("worker.metrics_unavailable", port=settings.worker_metrics_port, error=str(e))
+        return 1
+    log.info("worker.metrics_serving", port=settings.worker_metrics_port)
+    while True:
+        time.sleep(3600)
