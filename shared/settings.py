@@ -45,6 +45,8 @@ class Settings:
     worker_threads: int = 8
     # Port of the worker's Prometheus exposition (Dramatiq's middleware and ours).
     worker_metrics_port: int = 9191
+    # Port of the sweeper's Prometheus exposition; 0 turns it off.
+    sweeper_metrics_port: int = 9192
     # The receiver groups concurrent inserts: at most this many rows, waiting at most this long.
     intake_batch_max: int = 256
     intake_batch_window_ms: float = 2.0
@@ -107,6 +109,7 @@ class Settings:
             ("WORKER_PROCESSES", "worker_processes"),
             ("WORKER_THREADS", "worker_threads"),
             ("WORKER_METRICS_PORT", "worker_metrics_port"),
+            ("SWEEPER_METRICS_PORT", "sweeper_metrics_port"),
             ("INTAKE_BATCH_MAX", "intake_batch_max"),
             ("REPLAY_CONFIRM_THRESHOLD", "replay_confirm_threshold"),
         ):
