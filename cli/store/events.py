@@ -1,82 +1,15 @@
-"""Every SQL statement of the CLI; driver errors are translated here.
-
-A database that does not answer becomes `DatabaseUnavailable` (exit 1, one line); any other
-driver error becomes a `StoreError` with a one-line message (exit 1).
-"""
+"""Queries of the inspection, stats, replay, purge and demo commands."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any, LiteralString
 
-import click
-import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from shared.db import Connection, DatabaseUnavailable, connect
-
-Row = dict[str, Any]
-STATUSES = ("pending", "processed", "ignored", "dead")
-
-
-class StoreError(click.ClickException):
-    """A query failed for a reason other than the database being away."""
-
-
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split()) or type(error).__name__
-
-
-@contextmanager
-def translated() -> Iterator[None]:
-    try:
-        yield
-    except psycopg.OperationalError as e:
-        raise DatabaseUnavailable(_one_line(e)) from e
-    except psycopg.errors.UndefinedTable as e:
-        raise StoreError(f"{_one_line(e)} (run `stripe-ingest migrate`)") from e
-    except psycopg.Error as e:
-        raise StoreError(_one_line(e)) from e
-
-
-@contextmanager
-def session(url: str) -> Iterator[Connection]:
-    """An autocommit connection; use `conn.transaction()` where several writes go together."""
-    conn = connect(url, autocommit=True)
-    try:
-        with translated():
-            yield conn
-    finally:
-        conn.close()
-
-
-def _all(conn: Connection, query: LiteralString, params: Any = None) -> list[Row]:
-    with translated():
-        return list(conn.execute(query, params).fetchall())
-
-
-def _one(conn: Connection, query: LiteralString, params: Any = None) -> Row | None:
-    with translated():
-        return conn.execute(query, params).fetchone()
-
-
-@dataclass(frozen=True)
-class Filter:
-    """What `events list`, `dead-letters list` and `replay --dead` select."""
-
-    status: str | None = None
-    type: str | None = None
-    customer: str | None = None
-    since: datetime | None = None
-    limit: int | None = None
-
-    def as_json(self) -> dict[str, Any]:
-        return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in vars(self).items()}
-
+from cli.store.base import STATUSES, Connection, Filter, Row, _all, _one, translated
 
 _EVENT_COLUMNS: LiteralString = (
     "e.id, e.type, e.status, e.attempts, e.created, e.received_at, e.processed_at,"
@@ -326,102 +259,3 @@ def mirror_rows(
     )
     with translated():
         return list(conn.execute(query, (list(values),)).fetchall())
-
-
-# Backfill -------------------------------------------------------------------------------------
-
-
-def open_run(conn: Connection, types: Sequence[str], undelivered: bool) -> Row | None:
-    """The newest unfinished run with the same type and delivery filter, if any."""
-    return _one(
-        conn,
-        "SELECT * FROM backfill_runs WHERE phase IN ('fetching', 'storing')"
-        " AND types = %s AND undelivered_only = %s ORDER BY id DESC LIMIT 1",
-        (sorted(types), undelivered),
-    )
-
-
-def abandon_run(conn: Connection, run_id: int) -> None:
-    with translated(), conn.transaction():
-        conn.execute("DELETE FROM backfill_events WHERE run_id = %s", (run_id,))
-        conn.execute(
-            "UPDATE backfill_runs SET phase = 'abandoned', updated_at = now() WHERE id = %s",
-            (run_id,),
-        )
-
-
-def create_run(
-    conn: Connection, who: str, since: datetime, types: Sequence[str], undelivered: bool
-) -> Row:
-    row = _one(
-        conn,
-        "INSERT INTO backfill_runs (requested_by, since, types, undelivered_only)"
-        " VALUES (%s, %s, %s, %s) RETURNING *",
-        (who, since, sorted(types), undelivered),
-    )
-    assert row is not None
-    return row
-
-
-def save_page(
-    conn: Connection, run_id: int, payloads: Sequence[str], cursor: str | None, last: bool
-) -> None:
-    """Stage one fetched page and move the cursor past it, together."""
-    with translated(), conn.transaction():
-        row = conn.execute(
-            "SELECT fetched FROM backfill_runs WHERE id = %s FOR UPDATE", (run_id,)
-        ).fetchone()
-        assert row is not None
-        start = int(row["fetched"])
-        conn.execute(
-            "INSERT INTO backfill_events (run_id, position, payload)"
-            " SELECT %s, %s + n - 1, p FROM unnest(%s::text[]) WITH ORDINALITY AS u(p, n)",
-            (run_id, start, list(payloads)),
-        )
-        conn.execute(
-            "UPDATE backfill_runs SET fetched = fetched + %s, cursor = %s, updated_at = now(),"
-            " phase = CASE WHEN %s THEN 'storing' ELSE phase END WHERE id = %s",
-            (len(payloads), cursor, last, run_id),
-        )
-
-
-def staged_count(conn: Connection, run_id: int) -> int:
-    row = _one(conn, "SELECT count(*) AS n FROM backfill_events WHERE run_id = %s", (run_id,))
-    assert row is not None
-    return int(row["n"])
-
-
-def store_chunk(
-    conn: Connection,
-    run_id: int,
-    size: int,
-    insert: Callable[[Connection, list[str]], set[str]],
-) -> tuple[int, set[str]]:
-    """Store the oldest `size` staged events with `insert` (the intake's), unstage them and count
-    them, in one transaction. Returns (events taken, ids that were new)."""
-    with translated(), conn.transaction():
-        staged = conn.execute(
-            "DELETE FROM backfill_events WHERE (run_id, position) IN ("
-            " SELECT run_id, position FROM backfill_events WHERE run_id = %s"
-            " ORDER BY position DESC LIMIT %s) RETURNING position, payload",
-            (run_id, size),
-        ).fetchall()
-        staged.sort(key=lambda r: -int(r["position"]))
-        new = insert(conn, [r["payload"] for r in staged])
-        conn.execute(
-            "UPDATE backfill_runs SET new_events = new_events + %s,"
-            " duplicates = duplicates + %s, updated_at = now() WHERE id = %s",
-            (len(new), len(staged) - len(new), run_id),
-        )
-    return len(staged), new
-
-
-def finish_run(conn: Connection, run_id: int) -> Row:
-    row = _one(
-        conn,
-        "UPDATE backfill_runs SET phase = 'done', finished_at = now(), updated_at = now()"
-        " WHERE id = %s RETURNING *",
-        (run_id,),
-    )
-    assert row is not None
-    return row

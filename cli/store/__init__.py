@@ -1,0 +1,71 @@
+"""Every SQL statement of the CLI, with driver errors translated at this boundary.
+
+A database that does not answer becomes `DatabaseUnavailable` (exit 1, one line); any other
+driver error becomes a `StoreError` with a one-line message (exit 1).
+"""
+
+from cli.store.backfill import (
+    abandon_run,
+    create_run,
+    finish_run,
+    open_run,
+    save_page,
+    staged_count,
+    store_chunk,
+)
+from cli.store.base import STATUSES, Connection, Filter, Row, StoreError, session, translated
+from cli.store.events import (
+    attempts,
+    audits,
+    count_purgeable,
+    dead_ids,
+    dead_letter,
+    events_by_id,
+    finish_audit,
+    get_event,
+    list_dead,
+    list_events,
+    mirror_rows,
+    purge_batch,
+    replay_batch,
+    start_audit,
+    stats,
+    statuses,
+    table_columns,
+    unfinished,
+)
+
+__all__ = [
+    "STATUSES",
+    "Connection",
+    "Filter",
+    "Row",
+    "StoreError",
+    "abandon_run",
+    "attempts",
+    "audits",
+    "count_purgeable",
+    "create_run",
+    "dead_ids",
+    "dead_letter",
+    "events_by_id",
+    "finish_audit",
+    "finish_run",
+    "get_event",
+    "list_dead",
+    "list_events",
+    "mirror_rows",
+    "open_run",
+    "purge_batch",
+    "replay_batch",
+    "save_page",
+    "session",
+    "staged_count",
+    "start_audit",
+    "stats",
+    "statuses",
+    "store_chunk",
+    "table_columns",
+    "translated",
+    "unfinished",
+]
