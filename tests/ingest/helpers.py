@@ -39,8 +39,11 @@ class Stored:
         """Event ids of the messages waiting in the queue, in queue order."""
         client = redis.Redis.from_url(self.redis_url)
         try:
-            order = [m.decode() for m in client.lrange(f"{self.namespace}:{QUEUE_NAME}", 0, -1)]
-            bodies = client.hgetall(f"{self.namespace}:{QUEUE_NAME}.msgs")
+            pipe = client.pipeline(transaction=True)  # both keys at one instant
+            pipe.lrange(f"{self.namespace}:{QUEUE_NAME}", 0, -1)
+            pipe.hgetall(f"{self.namespace}:{QUEUE_NAME}.msgs")
+            listed, bodies = pipe.execute()
+            order = [m.decode() for m in listed]
         finally:
             client.close()
         assert len(bodies) == len(order), "queue list and message hash disagree"
