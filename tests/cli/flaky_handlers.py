@@ -1,0 +1,24 @@
+"""A user handler module for CLI tests (USER_HANDLERS=tests.cli.flaky_handlers).
+
+`coupon.created` fails until the `cli_test_switch` row says it is fixed, and records one row in
+`cli_test_effects` per successful run, so a test can count effects. The tables are created by
+the test.
+"""
+
+from __future__ import annotations
+
+from worker.registry import Event, Tx, handles
+
+CREATE_TABLES = """
+CREATE TABLE cli_test_switch (fixed boolean NOT NULL);
+INSERT INTO cli_test_switch VALUES (false);
+CREATE TABLE cli_test_effects (event_id text NOT NULL, at timestamptz NOT NULL DEFAULT now());
+"""
+
+
+@handles("coupon.created")
+def flaky_coupon(tx: Tx, event: Event) -> None:
+    row = tx.execute("SELECT fixed FROM cli_test_switch").fetchone()
+    if not row or not row["fixed"]:
+        raise RuntimeError("coupon handler is broken until cli_test_switch.fixed")
+    tx.execute("INSERT INTO cli_test_effects (event_id) VALUES (%s)", (event.id,))
