@@ -10,6 +10,7 @@ import pytest
 
 from tests.cli.clitools import enqueued_ids, rows, run_cli, run_json
 from tests.cli.fake_stripe import FakeStripe, serve
+from tests.procs import run_worker, wait_until
 from tests.support import corpus_files, load_event
 
 
@@ -126,3 +127,16 @@ def test_backfill_needs_an_api_key_and_warns_past_thirty_days(
         {**_env(env, fake), "STRIPE_API_KEY": "sk_test_wrong"}, "backfill", "--since", "1d"
     )
     assert wrong.returncode == 1 and "Invalid API Key" in wrong.stderr
+
+
+@pytest.mark.slow
+def test_backfilled_events_are_processed_by_the_workers(
+    env: dict[str, str], database_url: str, fake: FakeStripe
+) -> None:
+    with run_worker(env, processes=1, threads=4):
+        result = run_json(_env(env, fake), "backfill", "--since", "1d")
+        assert result["new"] == 230
+        wait_until(lambda: run_json(env, "stats")["backlog"] == 0, timeout=90, interval=0.5)
+    counts = run_json(env, "stats")["counts"]
+    assert counts["dead"] == 0 and counts["processed"] + counts["ignored"] == 230
+    assert counts["processed"] > 0
