@@ -24,7 +24,7 @@ from shared.db import DatabaseUnavailable, connection
 from shared.settings import Settings
 from worker.mirror import queries
 from worker.mirror.transports import Message, transport_for
-from worker.registry import Event, Tx
+from worker.registry import Event, Tx, on_sweep
 
 log = structlog.get_logger(__name__)
 
@@ -146,3 +146,9 @@ def requeue_stranded(
         enqueue(settings, ids)
         log.info("notification.requeued", count=len(ids))
     return ids
+
+
+@on_sweep
+def requeue_notifications_hook(settings: Settings) -> None:
+    """Run by the sweeper on every pass."""
+    requeue_stranded(settings)

@@ -55,7 +55,7 @@ def client(settings: Settings) -> stripe.StripeClient | None:
 @retry(
     retry=retry_if_exception(_transient),
     stop=stop_after_attempt(4),
-    wait=wait_exponential_jitter(multiplier=0.2, max=2.0),
+    wait=wait_exponential_jitter(multiplier=0.2, max=2.0, jitter=0.2),
     reraise=True,
 )
 def _get(api: stripe.StripeClient, path: str) -> Any:
