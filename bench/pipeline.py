@@ -56,6 +56,8 @@ class Phase:
     latency_p50_ms: float | None = None
     latency_p99_ms: float | None = None
     latency_max_ms: float | None = None
+    # Seconds from the first finish until 50/90/99/100% of the events were finished.
+    finish_timeline_s: tuple[float, ...] = ()
     send: SendResult | None = None
     offered_rate: float | None = None
     order_violations: int | None = None
@@ -102,6 +104,7 @@ def _env(database_url: str, redis_space: RedisSpace, namespace: str, port: int) 
             "REDIS_NAMESPACE": namespace,
             "WORKER_PROCESSES": str(WORKER_PROCESSES),
             "WORKER_METRICS_PORT": str(free_port()),
+            "SWEEPER_METRICS_PORT": str(free_port()),
         }
     )
 
@@ -142,8 +145,10 @@ def measure(phase: Phase, database_url: str, prefix: str, *, from_receipt: bool)
                    extract(epoch FROM max(processed_at) - {start}),
                    percentile_cont(0.5) WITHIN GROUP (ORDER BY lat),
                    percentile_cont(0.99) WITHIN GROUP (ORDER BY lat),
-                   max(lat)
+                   max(lat),
+                   percentile_cont(ARRAY[0.5, 0.9, 0.99, 1.0]) WITHIN GROUP (ORDER BY since)
             FROM (SELECT received_at, processed_at,
+                         extract(epoch FROM processed_at - min(processed_at) OVER ()) AS since,
                          extract(epoch FROM processed_at - received_at) * 1000 AS lat
                   FROM stripe_events
                   WHERE id LIKE %s AND processed_at IS NOT NULL) s
@@ -155,6 +160,8 @@ def measure(phase: Phase, database_url: str, prefix: str, *, from_receipt: bool)
     phase.finished = count
     # `count` finishes spread over `span`; from receipt the first event also counts.
     phase.events_per_s = (count if from_receipt else count - 1) / span if span > 0 else 0.0
+    if row[5] is not None:
+        phase.finish_timeline_s = tuple(float(v) for v in row[5])
     if from_receipt:
         phase.latency_p50_ms = float(row[2]) if row[2] is not None else None
         phase.latency_p99_ms = float(row[3]) if row[3] is not None else None
@@ -278,7 +285,10 @@ def run_drain_and_trivial(
         measure(drain, url, prefix, from_receipt=False)
         drain.order_violations = order_violations(url, prefix)
         drain.mirror_rows = mirror_rows(url)
-        say(f"pipeline/drain: {drain.events_per_s:,.0f} events/s, statuses {drain.statuses}")
+        say(
+            f"pipeline/drain: {drain.events_per_s:,.0f} events/s, statuses {drain.statuses}, "
+            f"finished 50/90/99/100% after {drain.finish_timeline_s} s"
+        )
     finally:
         stack.stop()
         databases.drop(url)
@@ -327,7 +337,10 @@ def run_trivial(
         phase.timed_out = not done
         phase.worker_memory = memory
         measure(phase, url, prefix, from_receipt=False)
-        say(f"pipeline/trivial: {phase.events_per_s:,.0f} events/s")
+        say(
+            f"pipeline/trivial: {phase.events_per_s:,.0f} events/s, "
+            f"finished 50/90/99/100% after {phase.finish_timeline_s} s"
+        )
     finally:
         proc.stop()
     report.phases.append(phase)
@@ -478,6 +491,8 @@ def profile_workers(
         _post(port, events, connections, None)
         stack.stop("web")
         worker = stack.workers()
+        # Start recording once events are being finished: not the imports at start-up.
+        wait_finished(url, prefix, max(1, len(events) // 20), 60.0, [worker])
         say(f"pipeline: profiling the workers with py-spy for {seconds:.0f}s")
         recorder = Recorder(
             "workers (drain)",

@@ -11,6 +11,7 @@ from pathlib import Path
 from bench.infra import say
 from bench.tools import MissingTool, ensure_py_spy
 
+OUR_PACKAGES = ("ingest/", "worker/", "shared/")
 _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^():]*)(?::\d+)?\)$")
 
 
@@ -21,6 +22,8 @@ class Profile:
     samples: int = 0
     self_top: list[tuple[str, float]] = field(default_factory=list)
     total_top: list[tuple[str, float]] = field(default_factory=list)
+    # Each sample charged to the innermost frame in our own code (ingest/, worker/, shared/).
+    ours_top: list[tuple[str, float]] = field(default_factory=list)
     raw_path: str = ""
     error: str = ""
 
@@ -79,6 +82,7 @@ def _frame_name(frame: str) -> str:
 
 def summarise(profile: Profile, raw: str, top: int) -> None:
     """Self and inclusive shares per function (file-level, line numbers folded)."""
+    ours_counts: Counter[str] = Counter()
     self_counts: Counter[str] = Counter()
     total_counts: Counter[str] = Counter()
     samples = 0
@@ -96,9 +100,16 @@ def summarise(profile: Profile, raw: str, top: int) -> None:
             continue
         samples += count
         self_counts[frames[-1]] += count
+        mine = [
+            f
+            for f in frames
+            if f.split("(")[-1].startswith(OUR_PACKAGES) and "__main__.py" not in f
+        ]
+        ours_counts[mine[-1] if mine else "(outside our code: event loop, server, broker)"] += count
         for name in set(frames):
             total_counts[name] += count
     profile.samples = samples
     if samples:
         profile.self_top = [(n, 100 * c / samples) for n, c in self_counts.most_common(top)]
         profile.total_top = [(n, 100 * c / samples) for n, c in total_counts.most_common(top * 2)]
+        profile.ours_top = [(n, 100 * c / samples) for n, c in ours_counts.most_common(top)]

@@ -213,6 +213,7 @@ def render(results: Results) -> str:
         w(f"- {note}")
     if results.notes:
         w("")
+    _limits(results, w)
     _receiver(results, w)
     _pipeline(results, w)
     _memory(results, w)
@@ -302,12 +303,14 @@ def _phase_row(phase: Phase) -> str:
             f"{phase.latency_p50_ms:.0f} / {phase.latency_p99_ms or 0:.0f} / "
             f"{phase.latency_max_ms or 0:.0f}"
         )
+    timeline = " / ".join(f"{v:.1f}" for v in phase.finish_timeline_s) or "-"
     status = ", ".join(f"{k} {v}" for k, v in sorted(phase.statuses.items()))
     if phase.timed_out:
         status += " (TIMED OUT)"
     return (
         f"| {phase.name} | {phase.events} | {offered if phase.name in ('full', 'half') else '-'} | "
-        f"{http} | {phase.events_per_s:,.0f} | {latency} | {phase.wall_s:.1f} | {status} |"
+        f"{http} | {phase.events_per_s:,.0f} | {latency} | {timeline} | {phase.wall_s:.1f} | "
+        f"{status} |"
     )
 
 
@@ -337,9 +340,9 @@ def _pipeline(results: Results, w: Write) -> None:
     )
     w(
         "| phase | events | offered | HTTP (sender) | events/s | latency ms p50 / p99 / max "
-        "| wall s | statuses |"
+        "| finished 50 / 90 / 99 / 100% after s | wall s | statuses |"
     )
-    w("| --- | ---: | ---: | --- | ---: | --- | ---: | --- |")
+    w("| --- | ---: | ---: | --- | ---: | --- | --- | ---: | --- |")
     for phase in pipe.phases:
         w(_phase_row(phase))
     w("")
@@ -413,6 +416,11 @@ def _profiles(results: Results, w: Write) -> None:
         for name, pct in profile.self_top:
             w(f"| {pct:.1f} | `{name}` |")
         w("")
+        w("| samples % | innermost function of ours on the stack |")
+        w("| ---: | --- |")
+        for name, pct in profile.ours_top:
+            w(f"| {pct:.1f} | `{name}` |")
+        w("")
         w("| inclusive % | function |")
         w("| ---: | --- |")
         for name, pct in profile.total_top:
@@ -440,3 +448,69 @@ def _events(results: Results, w: Write) -> None:
         "second, so ties occur), pretty-printed like Stripe's bodies and padded through "
         "`metadata` to 1.5-6 KB.\n"
     )
+
+
+def _per_unit(share: CpuShare | None, category: str, units: float, scale: float) -> str:
+    if share is None or not units:
+        return "-"
+    return f"{share.seconds.get(category, 0.0) / units * scale:,.0f}"
+
+
+def _profile_line(profile: Profile | None) -> str:
+    if profile is None or not profile.ours_top:
+        return ""
+    ours = ", ".join(f"`{n}` {p:.0f}%" for n, p in profile.ours_top[:4])
+    hot = ", ".join(f"`{n}` {p:.0f}%" for n, p in profile.self_top[:4])
+    return f" Profile, by our innermost function: {ours}. Hottest functions (self): {hot}."
+
+
+def _limits(results: Results, w: Write) -> None:
+    """Plain statements from the measurements: CPU per unit of work, who was busy, where the
+    receiver's and workers' time went."""
+    lines: list[str] = []
+    profiles = {p.label: p for p in results.profiles}
+    for run in results.receiver:
+        if run.cpu is None or not run.wrk.requests:
+            continue
+        share, n = run.cpu, run.wrk.requests
+        busy = sum(share.seconds.values())
+        state = (
+            "its one event loop is saturated (CPU-bound)"
+            if share.percent(run.name) >= 85
+            else "the machine's cores are saturated"
+            if 100 * share.idle / share.wall < 15
+            else "neither it nor the machine is CPU-saturated: requests wait (I/O, commits)"
+        )
+        per = {k: _per_unit(share, k, n, 1e6) for k in (run.name, "postgres", "redis", "wrk")}
+        lines.append(
+            f"receiver {run.name}: {run.wrk.rps:,.0f} req/s; CPU per request: server "
+            f"{per[run.name]} µs, PostgreSQL {per['postgres']} µs, Redis {per['redis']} µs, "
+            f"wrk {per['wrk']} µs; "
+            f"server at {share.percent(run.name):.0f}% of a core, machine busy "
+            f"{100 * busy / share.wall:.0f}% of 200%: {state}."
+            + (_profile_line(profiles.get(f"receiver: {run.name}")) if run.name == "ours" else "")
+        )
+    pipe = results.pipeline
+    if pipe:
+        for phase in pipe.phases:
+            if phase.cpu is None or not phase.finished:
+                continue
+            n = phase.finished
+            workers = _per_unit(phase.cpu, "workers", n, 1e6)
+            postgres = _per_unit(phase.cpu, "postgres", n, 1e6)
+            lines.append(
+                f"pipeline {phase.name}: {phase.events_per_s:,.0f} events/s; CPU per event: "
+                f"workers {workers} µs, PostgreSQL {postgres} µs; workers at "
+                f"{phase.cpu.percent('workers'):.0f}% of a core (2 processes)."
+                + (_profile_line(profiles.get("workers (drain)")) if phase.name == "drain" else "")
+            )
+    if not lines:
+        return
+    w("## What limits it\n")
+    w(
+        "Derived from the runs below (CPU from /proc per process; 2 cores = 200%) and, where a "
+        "target was missed, the py-spy profiles.\n"
+    )
+    for line in lines:
+        w(f"- {line}")
+    w("")
