@@ -3,9 +3,16 @@ and its audit trail. (End to end with real workers: test_replay_workers.py.)"""
 
 from __future__ import annotations
 
+import os
+import pty
+import subprocess
+import sys
+
 import pytest
 
 from tests.cli.clitools import (
+    ROOT,
+    cli_env,
     corpus_events,
     enqueued_ids,
     finish,
@@ -154,3 +161,32 @@ def test_redis_down_leaves_replayed_events_pending_for_the_sweeper(
     assert result.returncode == 0, result.stderr
     assert "could not be enqueued" in result.stderr and "sweeper" in result.stderr
     assert _state(database_url, ids)[ids[0]]["status"] == "pending"
+
+
+def test_on_a_terminal_a_large_bulk_replay_asks_and_respects_the_answer(
+    env: dict[str, str], database_url: str
+) -> None:
+    ids = store_events(database_url, corpus_events(PAID, 4))
+    kill(database_url, ids)
+    small = {**env, "REPLAY_CONFIRM_THRESHOLD": "2"}
+    for answer, expected in (("n", "dead"), ("y", "pending")):
+        primary, secondary = pty.openpty()
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "cli.main", "replay", "--dead"],
+                env=cli_env(small),
+                cwd=ROOT / "tests" / "cli",
+                stdin=secondary,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            os.write(primary, f"{answer}\n".encode())
+            out, err = proc.communicate(timeout=30)
+        finally:
+            os.close(primary)
+            os.close(secondary)
+        assert "Replay 4 dead events (more than 2)?" in err
+        assert proc.returncode == (0 if answer == "y" else 1), err
+        assert ("replayed 4 event(s)" in out) == (answer == "y")
+        assert {s["status"] for s in _state(database_url, ids).values()} == {expected}
