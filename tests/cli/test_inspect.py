@@ -132,13 +132,19 @@ def test_bad_usage_exits_2_with_the_usage_line(env: dict[str, str], args: tuple[
         ("replay", "evt_1"),
         ("replay", "--dead", "--yes"),
         ("purge", "--older-than", "30d"),
+        ("backfill", "--since", "1d"),
         ("migrate",),
     ],
 )
 def test_a_database_that_does_not_answer_exits_1_with_one_line(
     env: dict[str, str], args: tuple[str, ...]
 ) -> None:
-    down = {**env, "DATABASE_URL": "postgresql://root@127.0.0.1:1/stripe_ingest"}
+    down = {
+        **env,
+        "DATABASE_URL": "postgresql://root@127.0.0.1:1/stripe_ingest",
+        "STRIPE_API_KEY": "sk_test_unused",
+        "STRIPE_API_BASE": "http://127.0.0.1:1",
+    }
     result = run_cli(down, *args)
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
