@@ -1,0 +1,179 @@
+"""`python -m worker.sweeper` (Procfile `sweeper`): send stranded pending events again.
+
+Every SWEEPER_INTERVAL_SECONDS it claims pending events that are due (no retry backoff left) and
+were last handed to the broker more than SWEEPER_LEASE_SECONDS ago: the enqueue failed at
+intake, Redis lost the message, or the worker that held it was killed (Dramatiq itself would
+re-deliver that only after its heartbeat timeout). The claim bumps `enqueued_at` with
+`FOR UPDATE SKIP LOCKED`, so several sweepers never claim the same rows, and one message per
+ordering key is enough: the worker that takes it drains the whole key. If the broker refuses,
+the claim rolls back and the next pass tries again. Then it runs the registry's sweep hooks.
+"""
+
+from __future__ import annotations
+
+import importlib
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from types import FrameType
+from typing import Any
+
+import dramatiq
+import psycopg
+import structlog
+from dramatiq.brokers.redis import RedisBroker
+
+from shared.broker import enqueue_events, make_broker
+from shared.db import Connection, DatabaseUnavailable, connect
+from shared.logging import configure_logging
+from shared.settings import Settings, SettingsError
+from worker import sql
+from worker.metrics import SweeperMetrics
+from worker.policy import error_line
+from worker.registry import REGISTRY, Registry
+
+log = structlog.get_logger(__name__)
+
+CLAIM_BATCH = 1000
+MAX_BATCHES_PER_PASS = 20
+
+
+def heads_per_key(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The earliest claimed event of each key, in creation order."""
+    first: dict[str, dict[str, Any]] = {}
+    for row in sorted(rows, key=lambda r: (r["created"], r["received_at"], r["id"])):
+        first.setdefault(row["ordering_key"], row)
+    return [row["id"] for row in first.values()]
+
+
+class Sweeper:
+    def __init__(
+        self,
+        settings: Settings,
+        broker: RedisBroker,
+        metrics: SweeperMetrics | None = None,
+        registry: Registry = REGISTRY,
+    ) -> None:
+        self.settings = settings
+        self.broker = broker
+        self.metrics = metrics
+        self.registry = registry
+        self._conn: Connection | None = None
+
+    def _connection(self) -> Connection:
+        if self._conn is None or self._conn.closed:
+            self._conn = connect(self.settings.database_url)
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def sweep_once(self) -> int:
+        """Claim and re-send stranded events; returns how many were claimed."""
+        claimed = 0
+        for _ in range(MAX_BATCHES_PER_PASS):
+            conn = self._connection()
+            try:
+                with conn.transaction():
+                    rows = conn.execute(
+                        sql.CLAIM_STRANDED,
+                        {"lease_s": self.settings.sweeper_lease_seconds, "limit": CLAIM_BATCH},
+                    ).fetchall()
+                    heads = heads_per_key(rows)
+                    # Inside the transaction: if Redis refuses, nothing is marked as sent.
+                    enqueue_events(self.broker, heads)
+            except psycopg.Error as e:
+                self.close()
+                raise DatabaseUnavailable(error_line(e)) from e
+            if rows:
+                claimed += len(rows)
+                if self.metrics is not None:
+                    self.metrics.requeued.inc(len(rows))
+                log.info("sweeper.requeued", count=len(rows), messages=len(heads))
+            if len(rows) < CLAIM_BATCH:
+                break
+        return claimed
+
+    def run_hooks(self) -> None:
+        for hook in list(self.registry.sweep_hooks):
+            try:
+                hook(self.settings)
+            except Exception as e:
+                log.error(
+                    "sweeper.hook_failed",
+                    hook=getattr(hook, "__qualname__", repr(hook)),
+                    error=error_line(e),
+                )
+
+    def run_pass(self) -> int:
+        """One pass that never raises: outages are logged and the next pass tries again."""
+        claimed = 0
+        outcome = "ok"
+        try:
+            claimed = self.sweep_once()
+        except DatabaseUnavailable as e:
+            outcome = "failed"
+            log.warning("sweeper.database_unavailable", error=str(e))
+        except Exception as e:
+            outcome = "failed"
+            log.warning("sweeper.enqueue_failed", error=error_line(e))
+        if self.metrics is not None:
+            self.metrics.passes.labels(outcome).inc()
+        self.run_hooks()
+        return claimed
+
+    def run(self, stop: threading.Event) -> None:
+        log.info(
+            "sweeper.started",
+            interval_s=self.settings.sweeper_interval_seconds,
+            lease_s=self.settings.sweeper_lease_seconds,
+        )
+        while not stop.is_set():
+            self.run_pass()
+            stop.wait(self.settings.sweeper_interval_seconds)
+        log.info("sweeper.stopped")
+
+
+def load_hooks(settings: Settings, broker: RedisBroker) -> None:
+    """Import the modules whose sweep hooks we run (they may declare actors: set the broker)."""
+    dramatiq.set_broker(broker)
+    importlib.import_module("worker.mirror")
+    for module in settings.user_handlers:
+        importlib.import_module(module)
+
+
+def main() -> int:
+    try:
+        settings = Settings.from_env()
+    except SettingsError as e:
+        sys.stderr.write(f"sweeper: {e}\n")
+        return 2
+    configure_logging(settings)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    broker = make_broker(settings)
+    load_hooks(settings, broker)
+    metrics = SweeperMetrics()
+    if settings.sweeper_metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.sweeper_metrics_port, registry=metrics.registry)
+    sweeper = Sweeper(settings, broker, metrics)
+    try:
+        sweeper.run(stop)
+    finally:
+        sweeper.close()
+        broker.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
