@@ -16,13 +16,15 @@ class EventRejected(DatabaseUnavailable):
     """
 
 
+# Binary parameters (`%b`): a text-format array escapes every quote of every payload with a
+# regex substitution in Python, ~30x the CPU of the whole binary statement for 4 KB events.
 INSERT_EVENTS = """
 INSERT INTO stripe_events
     (id, type, created, livemode, api_version, account, ordering_key, payload, enqueued_at)
 SELECT i, t, c, l, v, a, k, p::jsonb, now()
 FROM unnest(
-    %(ids)s::text[], %(types)s::text[], %(created)s::timestamptz[], %(livemode)s::boolean[],
-    %(api_versions)s::text[], %(accounts)s::text[], %(keys)s::text[], %(payloads)s::text[]
+    %(ids)b::text[], %(types)b::text[], %(created)b::timestamptz[], %(livemode)b::boolean[],
+    %(api_versions)b::text[], %(accounts)b::text[], %(keys)b::text[], %(payloads)b::text[]
 ) AS r(i, t, c, l, v, a, k, p)
 ON CONFLICT (id) DO NOTHING
 RETURNING id
