@@ -1,5 +1,5 @@
-"""Helpers for the billing mirror's tests: store events as the receiver does and run the
-registered handlers in one transaction per event, in creation order, the way the worker does."""
+"""Helpers for the billing mirror's tests: store events as the receiver does and process them
+with the workers' Processor, in-process."""
 
 from __future__ import annotations
 
@@ -13,14 +13,13 @@ import psycopg
 import worker.mirror  # noqa: F401  (registers the mirror's handlers)
 from ingest.event import event_row
 from ingest.storage import insert_events_sync
-from shared.db import connect
+from shared.db import connect, make_pool
 from shared.settings import Settings
-from worker.registry import REGISTRY, Event, Tx
+from worker.processing import Outcome, Processor
 
-PENDING = """
-SELECT id, type, created, livemode, api_version, account, ordering_key, payload, attempts
-FROM stripe_events WHERE status = 'pending'
-ORDER BY created, received_at, id
+PENDING_KEYS = """
+SELECT ordering_key FROM stripe_events WHERE status = 'pending'
+GROUP BY ordering_key ORDER BY min(created)
 """
 
 
@@ -31,45 +30,31 @@ def store(settings: Settings, events: Iterable[Mapping[str, Any]]) -> set[str]:
         return insert_events_sync(conn, rows)
 
 
-def process_pending(settings: Settings, *, run_after_commit: bool = False) -> list[str]:
-    """Process every pending event in creation order: handlers, status and attempts in one
-    transaction per event, as the worker does. Returns the ids processed."""
-    done = []
-    with connect(settings.database_url) as conn:
-        rows = conn.execute(PENDING).fetchall()
-        conn.commit()
-        for row in rows:
-            event = Event(
-                id=row["id"],
-                type=row["type"],
-                created=row["created"],
-                livemode=row["livemode"],
-                api_version=row["api_version"],
-                account=row["account"],
-                ordering_key=row["ordering_key"],
-                payload=row["payload"],
-                attempt=row["attempts"] + 1,
-            )
-            handlers = REGISTRY.handlers_for(event.type)
-            tx = Tx(conn=conn, settings=settings)
-            with conn.transaction():
-                for handler in handlers:
-                    handler(tx, event)
-                conn.execute(
-                    "UPDATE stripe_events SET status = %s, attempts = attempts + 1, "
-                    "processed_at = now(), process_seq = nextval('process_seq') WHERE id = %s",
-                    ("processed" if handlers else "ignored", event.id),
-                )
-            if run_after_commit:
-                for callback in tx.after_commit:
-                    callback()
-            done.append(event.id)
-    return done
+def process_pending(settings: Settings) -> list[Outcome]:
+    """Drain every key with pending events through the workers' own Processor (what the
+    `process_event` actor runs): handlers, status and attempts in one transaction per event,
+    creation order per key, after-commit callbacks (notification enqueues) run. Retries are due
+    later and are not waited for here."""
+    pool = make_pool(settings.database_url, min_size=1, max_size=2, name="mirror-tests")
+    pool.open(wait=True)
+    retries: list[tuple[str, int | None]] = []
+    try:
+        processor = Processor(
+            pool=pool, settings=settings, enqueue=lambda i, d: retries.append((i, d))
+        )
+        with pool.connection() as conn:
+            keys = [r["ordering_key"] for r in conn.execute(PENDING_KEYS).fetchall()]
+        outcomes: list[Outcome] = []
+        for key in keys:
+            outcomes.extend(processor.drain(key))
+        return outcomes
+    finally:
+        pool.close()
 
 
-def apply(settings: Settings, *events: Mapping[str, Any], after_commit: bool = False) -> None:
+def apply(settings: Settings, *events: Mapping[str, Any]) -> list[Outcome]:
     store(settings, events)
-    process_pending(settings, run_after_commit=after_commit)
+    return process_pending(settings)
 
 
 def replay(settings: Settings, event_id: str) -> None:
