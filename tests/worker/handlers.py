@@ -42,6 +42,8 @@ def _record(tx: Tx, event: Event) -> None:
 
 @handles(RECORD)
 def record(tx: Tx, event: Event) -> None:
+    """Writes its effect, after `sleep_ms` if given (the transaction stays open meanwhile)."""
+    time.sleep(int(_meta(event).get("sleep_ms", "0")) / 1000)
     _record(tx, event)
 
 

@@ -49,7 +49,7 @@ def store(database_url: str, events: Sequence[dict[str, Any]], *, one_by_one: bo
 
 
 def backlog(
-    n_customers: int, per_customer: int, event_type: str, seed: int = 7
+    n_customers: int, per_customer: int, event_type: str, seed: int = 7, **metadata: object
 ) -> list[dict[str, Any]]:
     """Events for several customers, several per `created` second, shuffled."""
     rng = random.Random(seed)
@@ -58,7 +58,8 @@ def backlog(
         created = T0
         for i in range(per_customer):
             created += rng.choice((0, 0, 1, 2))
-            events.append(make_event(f"evt_c{c:02d}_{i:03d}", f"cus_{c:02d}", created, event_type))
+            event_id = f"evt_c{c:02d}_{i:03d}"
+            events.append(make_event(event_id, f"cus_{c:02d}", created, event_type, **metadata))
     rng.shuffle(events)
     return events
 

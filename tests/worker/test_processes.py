@@ -120,12 +120,13 @@ def test_backlog_of_200_over_20_customers_is_processed_in_creation_order_per_key
 def test_each_event_sent_several_times_to_two_processes_has_its_effects_once(
     effects_db: str, env: dict[str, str], settings: Settings
 ) -> None:
-    events = backlog(n_customers=20, per_customer=5, event_type=h.RECORD, seed=11)
+    # Each effect takes 20 ms, so both processes are busy at once.
+    events = backlog(n_customers=20, per_customer=5, event_type=h.RECORD, seed=11, sleep_ms=20)
     store(effects_db, events)
     ids = [e["id"] for e in events] * 4
     random.Random(5).shuffle(ids)
-    send(settings, ids)
     with run_worker({**env, "USER_HANDLERS": HANDLERS}, processes=2, threads=8):
+        send(settings, ids)
         wait_until(lambda: finished(effects_db, 100), timeout=60)
         time.sleep(0.5)  # let the duplicate messages still in flight run too
     assert statuses(effects_db) == {"processed": 100}
