@@ -54,6 +54,8 @@ class CpuShare:
     seconds: dict[str, float] = field(default_factory=dict)
     wall: float = 0.0
     idle: float = 0.0
+    # The whole machine's busy CPU seconds (from /proc/stat).
+    busy: float = 0.0
 
     def percent(self, category: str) -> float:
         """Of one core: 100 means one core fully busy."""
@@ -92,5 +94,6 @@ def share(
             category = "other"
         result.seconds[category] = result.seconds.get(category, 0.0) + delta
     busy = after.busy - before.busy
+    result.busy = busy
     result.seconds["unattributed"] = max(0.0, busy - sum(result.seconds.values()))
     return result

@@ -245,7 +245,10 @@ def run_server(
                 duration=duration,
             )
             used = cpu.share(before, cpu.snapshot(), time.monotonic() - started, {name: [proc.pid]})
+            # wrk exited before the snapshot: its own accounting (includes loading its files).
             used.seconds["wrk"] = used.seconds.get("wrk", 0.0) + result.cpu_s
+            left = used.seconds.get("unattributed", 0.0) - result.cpu_s
+            used.seconds["unattributed"] = max(0.0, left)
         shown = f"PORT={port} STRIPE_WEBHOOK_SECRET=whsec_bench_... DATABASE_URL=<fresh db> "
         shown += f"REDIS_URL={redis_space.url} REDIS_NAMESPACE={namespace} {' '.join(argv)}"
         run = ServerRun(name, shown, result, memory, pid=proc.pid, cpu=used)

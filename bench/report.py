@@ -473,7 +473,7 @@ def _limits(results: Results, w: Write) -> None:
         if run.cpu is None or not run.wrk.requests:
             continue
         share, n = run.cpu, run.wrk.requests
-        busy = sum(share.seconds.values())
+        busy = share.busy
         state = (
             "its one event loop is saturated (CPU-bound)"
             if share.percent(run.name) >= 85
@@ -485,7 +485,7 @@ def _limits(results: Results, w: Write) -> None:
         lines.append(
             f"receiver {run.name}: {run.wrk.rps:,.0f} req/s; CPU per request: server "
             f"{per[run.name]} µs, PostgreSQL {per['postgres']} µs, Redis {per['redis']} µs, "
-            f"wrk {per['wrk']} µs; "
+            f"wrk {per['wrk']} µs (with loading its request files); "
             f"server at {share.percent(run.name):.0f}% of a core, machine busy "
             f"{100 * busy / share.wall:.0f}% of 200%: {state}."
             + (_profile_line(profiles.get(f"receiver: {run.name}")) if run.name == "ours" else "")
