@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import dramatiq
 import structlog
+from psycopg_pool import ConnectionPool
 
+from shared.db import Connection
 from shared.settings import Settings
+from worker import runtime
 from worker.mirror import notifications
 
 log = structlog.get_logger(__name__)
@@ -18,16 +21,22 @@ _settings: Settings | None = None
 
 
 def use_settings(settings: Settings) -> None:
-    """The worker entry may hand its Settings over; otherwise they are read on first use."""
+    """Settings to use instead of the worker runtime's (or, outside a worker, the environment's)."""
     global _settings
     _settings = settings
 
 
-def _current_settings() -> Settings:
+def _resources() -> tuple[Settings, ConnectionPool[Connection] | None]:
+    """The worker's settings and pool when it runs through `worker.entry`."""
     global _settings
-    if _settings is None:
-        _settings = Settings.from_env()
-    return _settings
+    try:
+        current = runtime.current()
+    except RuntimeError:
+        if _settings is None:
+            _settings = Settings.from_env()
+        return _settings, None
+    pool = current.processor.pool if current.processor is not None else None
+    return _settings or current.settings, pool
 
 
 @dramatiq.actor(
@@ -40,6 +49,7 @@ def _current_settings() -> Settings:
 def deliver_notification(notification_id: int) -> None:
     structlog.contextvars.bind_contextvars(notification_id=notification_id)
     try:
-        notifications.deliver(_current_settings(), int(notification_id))
+        settings, pool = _resources()
+        notifications.deliver(settings, int(notification_id), pool)
     finally:
         structlog.contextvars.unbind_contextvars("notification_id")

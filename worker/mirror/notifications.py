@@ -18,9 +18,10 @@ import psycopg
 import structlog
 from dramatiq.brokers.redis import RedisBroker
 from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool
 
 from shared.broker import make_broker
-from shared.db import DatabaseUnavailable, connection
+from shared.db import Connection, DatabaseUnavailable, connection
 from shared.settings import Settings
 from worker.mirror import queries
 from worker.mirror.transports import Message, transport_for
@@ -84,47 +85,55 @@ def enqueue(settings: Settings, notification_ids: list[int]) -> None:
         broker.enqueue(delivery_message(notification_id))
 
 
-def deliver(settings: Settings, notification_id: int) -> bool:
-    """Send one notification if nobody has; returns True if this call sent it."""
+def deliver(
+    settings: Settings, notification_id: int, pool: ConnectionPool[Connection] | None = None
+) -> bool:
+    """Send one notification if nobody has; returns True if this call sent (or settled) it."""
+    opened = pool.connection() if pool is not None else connection(settings.database_url)
     try:
-        with connection(settings.database_url, autocommit=True) as conn:
-            row = conn.execute(
-                queries.CLAIM_NOTIFICATION,
-                {"id": notification_id, "max_attempts": MAX_ATTEMPTS},
-            ).fetchone()
-            if row is None:
-                return False
-            contact = None
-            if row["customer_id"]:
-                contact = conn.execute(
-                    queries.CUSTOMER_CONTACT, {"id": row["customer_id"]}
-                ).fetchone()
-            message = Message(
-                notification_id=notification_id,
-                event_id=row["event_id"],
-                kind=row["kind"],
-                customer_id=row["customer_id"],
-                payload=row["payload"],
-                to=contact["email"] if contact else None,
-                name=contact["name"] if contact else None,
-            )
-            try:
-                note = transport_for(settings).send(message)
-            except Exception as e:
-                error = " ".join(f"{type(e).__name__}: {e}".split())[:500]
-                conn.execute(queries.RELEASE_NOTIFICATION, {"id": notification_id, "error": error})
-                log.warning(
-                    "notification.failed",
-                    notification_id=notification_id,
-                    kind=row["kind"],
-                    attempts=row["attempts"],
-                    error=error,
-                )
-                raise
-            if note:
-                conn.execute(queries.NOTE_DELIVERY, {"id": notification_id, "note": note})
+        with opened as conn:
+            return _deliver(conn, settings, notification_id)
     except psycopg.Error as e:
         raise DatabaseUnavailable(" ".join(str(e).split())) from e
+
+
+def _deliver(conn: Connection, settings: Settings, notification_id: int) -> bool:
+    row = conn.execute(
+        queries.CLAIM_NOTIFICATION, {"id": notification_id, "max_attempts": MAX_ATTEMPTS}
+    ).fetchone()
+    conn.commit()  # the claim is visible before anything is sent
+    if row is None:
+        return False
+    contact = None
+    if row["customer_id"]:
+        contact = conn.execute(queries.CUSTOMER_CONTACT, {"id": row["customer_id"]}).fetchone()
+        conn.commit()
+    message = Message(
+        notification_id=notification_id,
+        event_id=row["event_id"],
+        kind=row["kind"],
+        customer_id=row["customer_id"],
+        payload=row["payload"],
+        to=contact["email"] if contact else None,
+        name=contact["name"] if contact else None,
+    )
+    try:
+        note = transport_for(settings).send(message)
+    except Exception as e:
+        error = " ".join(f"{type(e).__name__}: {e}".split())[:500]
+        conn.execute(queries.RELEASE_NOTIFICATION, {"id": notification_id, "error": error})
+        conn.commit()
+        log.warning(
+            "notification.failed",
+            notification_id=notification_id,
+            kind=row["kind"],
+            attempts=row["attempts"],
+            error=error,
+        )
+        raise
+    if note:
+        conn.execute(queries.NOTE_DELIVERY, {"id": notification_id, "note": note})
+        conn.commit()
     log.info("notification.sent", notification_id=notification_id, kind=row["kind"])
     return True
 

@@ -1,0 +1,141 @@
+"""Convergence: 30 customers' subscription lifecycles delivered shuffled, with 30% duplicates,
+through the real receiver (`python -m ingest`, signed requests) to real workers
+(`python -m worker`) end with the same mirror as in-order delivery processed in a second
+database, once with older-shape payloads and once with current-shape ones. The notifications
+they trigger are delivered by the `deliver_notification` actor in those workers, once each."""
+
+from __future__ import annotations
+
+import json
+import random
+from typing import Any
+
+import httpx
+import pytest
+
+from shared.db import connect
+from shared.settings import Settings
+from tests.conftest import SECRET
+from tests.procs import run_web, run_worker, wait_until
+from tests.support import sign
+from tests.worker.mirror import builders as b
+from tests.worker.mirror.support import process_pending, rows, store
+
+CUSTOMERS = 30
+TABLES = ("customers", "subscriptions", "invoices", "charges", "disputes", "refunds")
+AT = "2030-01-01T00:00:00Z"
+
+
+def snapshot(settings: Settings) -> dict[str, Any]:
+    """Every mirror row (without our own `updated_at`), access decisions at a fixed time, and
+    the notifications."""
+    state: dict[str, Any] = {}
+    for table in TABLES:
+        found = rows(settings, f"SELECT * FROM {table} ORDER BY id")
+        state[table] = [{k: v for k, v in r.items() if k != "updated_at"} for r in found]
+    state["access"] = rows(
+        settings, "SELECT * FROM customer_access_at(%s) ORDER BY customer_id", (AT,)
+    )
+    state["notifications"] = rows(
+        settings,
+        "SELECT event_id, kind, customer_id, payload FROM notifications ORDER BY event_id, kind",
+    )
+    return state
+
+
+def deliveries(events: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    sent = events + rng.sample(events, k=round(len(events) * 0.3))
+    rng.shuffle(sent)
+    return sent
+
+
+def post_all(base_url: str, events: list[dict[str, Any]]) -> list[bool]:
+    duplicates = []
+    with httpx.Client(base_url=base_url, timeout=10) as client:
+        for event in events:
+            body = json.dumps(event).encode()
+            response = client.post(
+                "/webhooks/stripe",
+                content=body,
+                headers={
+                    "Stripe-Signature": sign(body, SECRET),
+                    "Content-Type": "application/json",
+                },
+            )
+            assert response.status_code == 200, response.text
+            duplicates.append(response.json()["duplicate"])
+    return duplicates
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("shape", ["old", "current"])
+def test_shuffled_duplicated_delivery_converges_to_in_order(
+    settings: Settings,
+    reference_settings: Settings,
+    env: dict[str, str],
+    shape: b.Shape,
+) -> None:
+    events = [e for n in range(CUSTOMERS) for e in b.lifecycle(n, shape)]
+    sent = deliveries(events, seed=5 if shape == "old" else 11)
+    assert len(sent) - len(events) == round(len(events) * 0.3)
+
+    with run_web(env) as base_url, run_worker(env, processes=2, threads=4):
+        duplicates = post_all(base_url, sent)
+        assert duplicates.count(False) == len(events)
+
+        def finished() -> bool:
+            [counts] = rows(
+                settings,
+                "SELECT count(*) FILTER (WHERE status = 'processed') AS done, count(*) AS n "
+                "FROM stripe_events",
+            )
+            return bool(counts["done"] == counts["n"] == len(events))
+
+        wait_until(finished, timeout=90, interval=0.2)
+
+        def delivered() -> bool:
+            [counts] = rows(
+                settings,
+                "SELECT count(*) FILTER (WHERE sent_at IS NOT NULL) AS sent, count(*) AS n "
+                "FROM notifications",
+            )
+            return bool(counts["n"] == counts["sent"] == 3 * CUSTOMERS)
+
+        wait_until(delivered, timeout=60, interval=0.2)
+
+    # Shuffling reached the workers: events were processed out of creation order.
+    [disorder] = rows(
+        settings,
+        "SELECT count(*) AS n FROM (SELECT created, lag(created) OVER w AS before "
+        "FROM stripe_events WINDOW w AS (PARTITION BY ordering_key ORDER BY process_seq)) x "
+        "WHERE created < before",
+    )
+    assert disorder["n"] > CUSTOMERS
+
+    # The reference: the same events, each once, stored and processed in creation order.
+    for event in events:
+        store(reference_settings, [event])
+        process_pending(reference_settings)
+
+    actual, expected = snapshot(settings), snapshot(reference_settings)
+    for key in expected:
+        assert actual[key] == expected[key], key
+
+    # What the lifecycle must end in, whichever delivery: canceled, the failed invoice open.
+    subs = {r["id"]: r for r in actual["subscriptions"]}
+    assert len(subs) == CUSTOMERS
+    assert {r["status"] for r in subs.values()} == {"canceled"}
+    invoices = {r["id"]: r["status"] for r in actual["invoices"]}
+    assert invoices["in_life007a"] == "paid" and invoices["in_life007b"] == "open"
+    assert {r["reason"] for r in actual["access"]} == {"canceled"}
+    kinds = sorted(r["kind"] for r in actual["notifications"])
+    assert kinds == sorted(["payment_succeeded", "payment_failed", "subscription_canceled"] * 30)
+    sent_once = rows(settings, "SELECT DISTINCT attempts FROM notifications")
+    assert sent_once == [{"attempts": 1}]
+    with connect(settings.database_url) as conn:
+        late = conn.execute(
+            "SELECT count(*) AS n FROM stripe_events e JOIN subscriptions s "
+            "ON s.source_event_id = e.id WHERE e.type <> 'customer.subscription.deleted'"
+        ).fetchone()
+    assert late == {"n": 0}
