@@ -66,6 +66,8 @@ class Phase:
     web_memory: Memory | None = None
     cpu: CpuShare | None = None
     timed_out: bool = False
+    # Events finished inside the CPU window (drain/trivial: from the first finish on).
+    cpu_events: int = 0
     note: str = ""
 
 
@@ -166,6 +168,15 @@ def measure(phase: Phase, database_url: str, prefix: str, *, from_receipt: bool)
         phase.latency_p50_ms = float(row[2]) if row[2] is not None else None
         phase.latency_p99_ms = float(row[3]) if row[3] is not None else None
         phase.latency_max_ms = float(row[4]) if row[4] is not None else None
+
+
+def _cpu_window(
+    url: str, prefix: str, n: int, procs: Sequence[Proc]
+) -> tuple[int, cpu.CpuSnapshot, float]:
+    """Start counting CPU at the first finished event (start-up and imports left out)."""
+    wait_finished(url, prefix, 1, 60.0, procs)
+    finished, _ = _progress(url, prefix)
+    return n - finished, cpu.snapshot(), time.monotonic()
 
 
 def order_violations(database_url: str, prefix: str) -> int:
@@ -274,10 +285,10 @@ def run_drain_and_trivial(
         )
         started = time.monotonic()
         with watch_memory(worker.pid) as worker_memory:
-            before = cpu.snapshot()
+            drain.cpu_events, before, cpu_started = _cpu_window(url, prefix, n, [worker])
             done, drain.statuses = wait_finished(url, prefix, n, timeout, [worker])
             drain.cpu = cpu.share(
-                before, cpu.snapshot(), time.monotonic() - started, {"workers": [worker.pid]}
+                before, cpu.snapshot(), time.monotonic() - cpu_started, {"workers": [worker.pid]}
             )
         drain.wall_s = time.monotonic() - started
         drain.timed_out = not done
@@ -328,10 +339,10 @@ def run_trivial(
     proc = Proc("trivial", argv, env, WORK / "pipeline" / "trivial")
     try:
         with watch_memory(proc.pid) as memory:
-            before = cpu.snapshot()
+            phase.cpu_events, before, cpu_started = _cpu_window(url, prefix, n, [proc])
             done, phase.statuses = wait_finished(url, prefix, n, timeout, [proc])
             phase.cpu = cpu.share(
-                before, cpu.snapshot(), time.monotonic() - started, {"workers": [proc.pid]}
+                before, cpu.snapshot(), time.monotonic() - cpu_started, {"workers": [proc.pid]}
             )
         phase.wall_s = time.monotonic() - started
         phase.timed_out = not done

@@ -495,7 +495,7 @@ def _limits(results: Results, w: Write) -> None:
         for phase in pipe.phases:
             if phase.cpu is None or not phase.finished:
                 continue
-            n = phase.finished
+            n = phase.cpu_events or phase.finished
             workers = _per_unit(phase.cpu, "workers", n, 1e6)
             postgres = _per_unit(phase.cpu, "postgres", n, 1e6)
             lines.append(
