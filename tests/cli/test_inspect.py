@@ -11,6 +11,16 @@ SUB = "stripe-ruby-mock__customer.subscription.updated__1"
 
 
 @pytest.fixture
+def offline_env() -> dict[str, str]:
+    """No database behind it (nothing listens on port 1): usage errors come before any query."""
+    return {
+        "DATABASE_URL": "postgresql://root@127.0.0.1:1/stripe_ingest",
+        "REDIS_URL": "redis://127.0.0.1:1/0",
+        "LOG_LEVEL": "warning",
+    }
+
+
+@pytest.fixture
 def seeded(env: dict[str, str], database_url: str) -> dict[str, list[str]]:
     paid = corpus_events(PAID, 3, "paid")
     paid[2]["data"]["object"]["customer"] = "cus_other"
@@ -115,8 +125,10 @@ def test_an_unknown_event_id_exits_1_naming_it(env: dict[str, str], args: tuple[
         ("events", "frobnicate"),
     ],
 )
-def test_bad_usage_exits_2_with_the_usage_line(env: dict[str, str], args: tuple[str, ...]) -> None:
-    result = run_cli(env, *args)
+def test_bad_usage_exits_2_with_the_usage_line(
+    offline_env: dict[str, str], args: tuple[str, ...]
+) -> None:
+    result = run_cli(offline_env, *args)
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith("Usage: stripe-ingest") and result.stdout == ""
 
@@ -137,11 +149,10 @@ def test_bad_usage_exits_2_with_the_usage_line(env: dict[str, str], args: tuple[
     ],
 )
 def test_a_database_that_does_not_answer_exits_1_with_one_line(
-    env: dict[str, str], args: tuple[str, ...]
+    offline_env: dict[str, str], args: tuple[str, ...]
 ) -> None:
     down = {
-        **env,
-        "DATABASE_URL": "postgresql://root@127.0.0.1:1/stripe_ingest",
+        **offline_env,
         "STRIPE_API_KEY": "sk_test_unused",
         "STRIPE_API_BASE": "http://127.0.0.1:1",
     }
