@@ -15,11 +15,12 @@ from collections.abc import Callable, Iterable
 from uuid import uuid4
 
 import structlog
+from dramatiq import Message
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import current_millis
 
 from ingest.metrics import IntakeMetrics
-from shared.broker import QUEUE_NAME, event_message
+from shared.broker import PROCESS_ACTOR, QUEUE_NAME
 
 log = structlog.get_logger("ingest.enqueuer")
 
@@ -34,9 +35,17 @@ def pipeline_enqueue(broker: RedisBroker, event_ids: list[str]) -> None:
     keys = [broker.namespace]
     max_unpack = broker._max_unpack_size()  # type: ignore[no-untyped-call]
     pipe = broker.client.pipeline(transaction=False)
-    messages = []
+    messages: list[Message[object]] = []
     for event_id in event_ids:
-        message = event_message(event_id).copy(options={"redis_message_id": str(uuid4())})
+        # Each message needs its own Redis id (as in RedisBroker.enqueue); built in one go
+        # instead of event_message(...).copy(...).
+        message: Message[object] = Message(
+            queue_name=QUEUE_NAME,
+            actor_name=PROCESS_ACTOR,
+            args=(event_id,),
+            kwargs={},
+            options={"redis_message_id": str(uuid4())},
+        )
         broker.emit_before("enqueue", message, None)
         dispatch(
             keys=keys,
