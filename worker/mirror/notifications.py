@@ -22,6 +22,7 @@ from psycopg_pool import ConnectionPool
 
 from shared.broker import make_broker
 from shared.db import Connection, DatabaseUnavailable, connection
+from shared.logging import redact
 from shared.settings import Settings
 from worker.mirror import queries
 from worker.mirror.transports import Message, transport_for
@@ -35,6 +36,11 @@ ACTOR = "deliver_notification"
 MAX_ATTEMPTS = 10
 # Unsent rows older than this are re-enqueued by the sweeper.
 STRANDED_AFTER = timedelta(minutes=1)
+
+
+class DeliveryFailed(Exception):
+    """The transport failed; the row is unclaimed again and the delivery will be retried."""
+
 
 _brokers: dict[tuple[str, str], RedisBroker] = {}
 
@@ -120,7 +126,8 @@ def _deliver(conn: Connection, settings: Settings, notification_id: int) -> bool
     try:
         note = transport_for(settings).send(message)
     except Exception as e:
-        error = " ".join(f"{type(e).__name__}: {e}".split())[:500]
+        # SMTP errors may quote the recipient: redacted before they are stored, logged or raised.
+        error = redact(" ".join(f"{type(e).__name__}: {e}".split()))[:500]
         conn.execute(queries.RELEASE_NOTIFICATION, {"id": notification_id, "error": error})
         conn.commit()
         log.warning(
@@ -130,7 +137,7 @@ def _deliver(conn: Connection, settings: Settings, notification_id: int) -> bool
             attempts=row["attempts"],
             error=error,
         )
-        raise
+        raise DeliveryFailed(error) from None
     if note:
         conn.execute(queries.NOTE_DELIVERY, {"id": notification_id, "note": note})
         conn.commit()

@@ -154,7 +154,7 @@ class Flaky:
     def send(self, message: Message) -> str | None:
         if self.failures:
             self.failures -= 1
-            raise ConnectionError("mail relay down")
+            raise ConnectionError(f"mail relay down, refused {EMAIL}")
         self.sent.append(message)
         return None
 
@@ -165,11 +165,11 @@ def test_failed_send_is_released_and_retried(settings: Settings) -> None:
     flaky = Flaky(failures=1)
     transports.use_transport(flaky)
     try:
-        with pytest.raises(ConnectionError):
+        with pytest.raises(notifications.DeliveryFailed):
             notifications.deliver(settings, note["id"])
         [after] = outbox(settings)
         assert after["sent_at"] is None and after["attempts"] == 1
-        assert after["last_error"] == "ConnectionError: mail relay down"
+        assert after["last_error"] == "ConnectionError: mail relay down, refused ***@***"
         assert notifications.deliver(settings, note["id"]) is True
         assert notifications.deliver(settings, note["id"]) is False
     finally:
