@@ -34,6 +34,8 @@ log = structlog.get_logger("ingest.batcher")
 
 # How long a flush waits for a pooled connection before its requests answer 503.
 ACQUIRE_TIMEOUT_S = 3.0
+# Payload bytes per INSERT: bodies may be up to MAX_BODY_BYTES each; a batch stays sensible.
+MAX_BATCH_BYTES = 8 * 1024 * 1024
 
 
 @dataclass(slots=True)
@@ -63,6 +65,7 @@ class Batcher:
         self._metrics = metrics
         self._acquire_timeout = acquire_timeout_s
         self._waiting: deque[_Waiting] = deque()
+        self._waiting_bytes = 0
         self._inflight: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._closing = False
@@ -77,11 +80,12 @@ class Batcher:
         Raises EventRejected when PostgreSQL refuses the row itself, DatabaseUnavailable when
         its batch could not be written.
         """
-        if self._closing or self._runner is None:
-            raise DatabaseUnavailable("the receiver is shutting down")
+        if self._closing or self._runner is None or self._runner.done():
+            raise DatabaseUnavailable("the receiver is not taking events")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[bool] = loop.create_future()
         self._waiting.append(_Waiting(row, future, loop.time()))
+        self._waiting_bytes += len(row.payload)
         self._wake.set()
         return await future
 
@@ -105,17 +109,28 @@ class Batcher:
                 self._inflight
                 and not self._closing
                 and len(self._waiting) < self._max_rows
+                and self._waiting_bytes < MAX_BATCH_BYTES
                 and (delay := self._waiting[0].since + self._window - loop.time()) > 0
             ):
                 await self._sleep(delay)
             else:
-                batch = [
-                    self._waiting.popleft() for _ in range(min(self._max_rows, len(self._waiting)))
-                ]
-                task = loop.create_task(self._flush(batch))
+                task = loop.create_task(self._flush(self._take()))
                 self._inflight.add(task)
         if self._inflight:
             await asyncio.gather(*self._inflight, return_exceptions=True)
+
+    def _take(self) -> list[_Waiting]:
+        """The oldest waiting rows, up to `max_rows` and MAX_BATCH_BYTES (at least one)."""
+        batch: list[_Waiting] = []
+        size = 0
+        while self._waiting and len(batch) < self._max_rows:
+            payload = len(self._waiting[0].row.payload)
+            if batch and size + payload > MAX_BATCH_BYTES:
+                break
+            batch.append(self._waiting.popleft())
+            size += payload
+        self._waiting_bytes -= size
+        return batch
 
     async def _sleep(self, timeout: float | None) -> None:
         """Until something changes (a row arrives, a flush ends, close) or `timeout` passes."""

@@ -69,7 +69,7 @@ def bad_row(event_id: str) -> EventRow:
 
 @asynccontextmanager
 async def intake(
-    settings: Settings, window_s: float = 0.002
+    settings: Settings, window_s: float = 0.002, max_rows: int = 256
 ) -> AsyncIterator[tuple[Batcher, IntakeMetrics]]:
     """The batcher and enqueuer as the app wires them (real pool, real broker)."""
     metrics = IntakeMetrics()
@@ -79,7 +79,7 @@ async def intake(
     enqueuer = Enqueuer(partial(pipeline_enqueue, broker), metrics)
     batcher = Batcher(
         pool,
-        max_rows=256,
+        max_rows=max_rows,
         window_s=window_s,
         max_inflight=2,
         on_new=enqueuer.submit,
@@ -255,3 +255,30 @@ async def test_over_http_duplicates_grouped_in_one_batch(
     assert "stripe_intake_batch_rows_sum 3.0" in metrics_text
     assert set(stored.rows()) == {a["id"], b["id"], "evt_hold_blocker"}
     assert sorted(queued) == sorted([a["id"], b["id"], "evt_hold_blocker"])
+
+
+async def test_an_idle_receiver_flushes_at_once_whatever_the_window(
+    settings: Settings, stored: Stored
+) -> None:
+    async with intake(settings, window_s=30.0) as (batcher, _metrics):
+        started = time.monotonic()
+        first = await batcher.store(row("evt_idle_1"))
+        second = await batcher.store(row("evt_idle_2"))
+        elapsed = time.monotonic() - started
+
+    assert (first, second) == (True, True)
+    assert elapsed < 5.0  # not the 30 s window: nothing else was in flight
+    assert set(stored.rows()) == {"evt_idle_1", "evt_idle_2"}
+
+
+async def test_batches_are_capped_at_max_rows(settings: Settings, stored: Stored) -> None:
+    ids = [f"evt_capped_{i}" for i in range(7)]
+    async with intake(settings, window_s=30.0, max_rows=3) as (batcher, metrics):
+        results = await asyncio.gather(*(batcher.store(row(i)) for i in ids))
+        queued = await stored.wait_queued(7)
+
+    assert results == [True] * 7
+    # 3 at once (idle), 3 more at once (a full batch does not wait for the window), then 1.
+    assert batches(metrics) == (3.0, 7.0)
+    assert set(stored.rows()) == set(ids)
+    assert queued == ids
