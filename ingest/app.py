@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from functools import partial
 
 import structlog
 from starlette.applications import Starlette
@@ -16,7 +15,7 @@ from starlette.routing import Route
 
 from ingest import routes
 from ingest.batcher import Batcher
-from ingest.enqueuer import Enqueuer, pipeline_enqueue
+from ingest.enqueuer import Enqueuer, RedisEnqueue
 from ingest.metrics import IntakeMetrics
 from ingest.probes import postgresql_probe, redis_probe
 from shared.broker import make_broker
@@ -42,7 +41,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         max_size=FLUSHES_IN_FLIGHT,
         name="intake",
     )
-    enqueuer = Enqueuer(partial(pipeline_enqueue, broker), metrics)
+    redis_enqueue = RedisEnqueue(broker, settings.redis_url)
+    enqueuer = Enqueuer(redis_enqueue, metrics)
     batcher = Batcher(
         pool,
         max_rows=settings.intake_batch_max,
@@ -65,6 +65,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await batcher.close()
             await enqueuer.close()
             await pool.close()
+            await redis_enqueue.aclose()
             broker.close()
             log.info("web.stopped")
 
@@ -78,7 +79,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/healthz", routes.healthz, methods=["GET"]),
             Route(
                 "/readyz",
-                routes.readyz([postgresql_probe(settings.database_url), redis_probe(broker)]),
+                routes.readyz(
+                    [postgresql_probe(settings.database_url), redis_probe(redis_enqueue)]
+                ),
                 methods=["GET"],
             ),
             Route("/metrics", routes.metrics(metrics), methods=["GET"]),

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 import psycopg
 import structlog
-from dramatiq.brokers.redis import RedisBroker
+
+from ingest.enqueuer import RedisEnqueue
 
 log = structlog.get_logger("ingest.probes")
 
@@ -41,8 +42,6 @@ def postgresql_probe(url: str) -> Probe:
     return Probe("postgresql", run)
 
 
-def redis_probe(broker: RedisBroker) -> Probe:
-    async def run() -> object:
-        return await asyncio.to_thread(broker.client.ping)
-
-    return Probe("redis", run)
+def redis_probe(enqueue: RedisEnqueue) -> Probe:
+    """The same Redis connection settings the enqueuer uses."""
+    return Probe("redis", enqueue.ping)

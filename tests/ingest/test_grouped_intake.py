@@ -13,7 +13,6 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from functools import partial
 
 import httpx
 import orjson
@@ -22,7 +21,7 @@ import pytest
 
 from ingest.app import create_app
 from ingest.batcher import Batcher
-from ingest.enqueuer import Enqueuer, pipeline_enqueue
+from ingest.enqueuer import Enqueuer, RedisEnqueue
 from ingest.event import EventRow, parse_event
 from ingest.metrics import IntakeMetrics
 from ingest.storage import EventRejected
@@ -76,7 +75,8 @@ async def intake(
     broker = make_broker(settings)
     pool = make_async_pool(settings.database_url, min_size=1, max_size=2)
     await pool.open(wait=True)
-    enqueuer = Enqueuer(partial(pipeline_enqueue, broker), metrics)
+    redis_enqueue = RedisEnqueue(broker, settings.redis_url)
+    enqueuer = Enqueuer(redis_enqueue, metrics)
     batcher = Batcher(
         pool,
         max_rows=max_rows,
@@ -93,6 +93,7 @@ async def intake(
         await batcher.close()
         await enqueuer.close()
         await pool.close()
+        await redis_enqueue.aclose()
         broker.close()
 
 
