@@ -9,6 +9,8 @@ drains the key, and re-checks it after letting go, so a message that lost the ra
 
 A failing handler rolls back to the savepoint; the failure (attempt, error, backoff) is written in
 the same transaction, still under the key's lock, and a delayed message is sent after commit.
+Statements are pipelined: an event with no other pending event of its key costs four round
+trips (look-up; begin + lock + select + savepoint; finish + commit; the re-check).
 While an event waits for its retry, the later events of its key wait too (ordering). After
 `WORKER_MAX_RETRIES` failed attempts it becomes `dead` with its `dead_letters` row and the key
 moves on. Database or broker outages raise: the row stays `pending` and the sweeper re-sends it.
@@ -16,15 +18,18 @@ moves on. Database or broker outages raise: the row stays `pending` and the swee
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import psycopg
 import structlog
+from psycopg.pq import TransactionStatus
 from psycopg_pool import ConnectionPool
 
 from shared.db import Connection
@@ -52,6 +57,8 @@ class Outcome:
     attempt: int
     error: str | None = None
     retry_in_ms: int | None = None
+    # Another pending event of the key was seen before commit: keep draining without a re-check.
+    more: bool = False
 
 
 @dataclass(frozen=True)
@@ -80,9 +87,8 @@ class Processor:
 
     def handle(self, event_id: str) -> list[Outcome]:
         """Handle one message: no-op unless the event is pending; else drain its key."""
-        with self.pool.connection() as conn:
+        with self._connection() as conn:
             head = conn.execute(sql.EVENT_HEAD, (event_id,)).fetchone()
-            conn.rollback()
         if head is None:
             log.warning("worker.event_unknown", event_id=event_id)
             return []
@@ -106,27 +112,46 @@ class Processor:
                 if self.stopping.is_set() or time.monotonic() > deadline:
                     self._hand_over(ordering_key)
                     return outcomes
-                continue
-            assert isinstance(step, _Idle)
-            # This message's own retry arrived a little early (clock skew): wait for it, unless
-            # this drain just failed it (then its delayed message is on the way).
-            early = step.waiting is not None and step.waiting == for_event
-            retried_here = any(o.event_id == step.waiting for o in outcomes)
-            if early and not retried_here and step.wait <= EARLY_TOLERANCE_SECONDS:
-                time.sleep(step.wait + 0.01)
-                continue
+                if step.more:
+                    continue
+            else:
+                assert isinstance(step, _Idle)
+                idle_rounds += 1
+                # This message's own retry arrived a little early (clock skew): wait for it,
+                # unless this drain just failed it (then its delayed message is on the way).
+                early = step.waiting is not None and step.waiting == for_event
+                retried_here = any(o.event_id == step.waiting for o in outcomes)
+                if early and not retried_here and step.wait <= EARLY_TOLERANCE_SECONDS:
+                    time.sleep(step.wait + 0.01)
+                    continue
             # We let go of the key; a message whose try-lock failed meanwhile relies on this.
-            idle_rounds += 1
             if idle_rounds > 3 or not self._runnable_left(ordering_key):
                 return outcomes
 
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[Connection]:
+        """A pooled connection in autocommit mode: transactions are explicit, reads are one
+        round trip. Whatever transaction is left open on the way out is rolled back."""
+        with self.pool.connection() as conn:
+            conn.autocommit = True
+            try:
+                yield conn
+            finally:
+                if not conn.closed and conn.info.transaction_status != TransactionStatus.IDLE:
+                    with contextlib.suppress(psycopg.Error):
+                        conn.execute("ROLLBACK")
+
     def _step(self, ordering_key: str, lock_id: int) -> Outcome | _Idle | str:
-        tx: Tx | None = None
-        with self.pool.connection() as conn, conn.transaction():
-            locked = conn.execute(sql.TRY_LOCK, (lock_id,)).fetchone()
+        with self._connection() as conn:
+            with conn.pipeline():
+                conn.execute("BEGIN")
+                locked_cur = conn.execute(sql.TRY_LOCK, (lock_id,))
+                row_cur = conn.execute(sql.NEXT_PENDING, {"lock": lock_id, "key": ordering_key})
+                conn.execute("SAVEPOINT handlers")
+            locked = locked_cur.fetchone()
+            row = row_cur.fetchone()
             if not (locked and locked["locked"]):
                 return _BUSY
-            row = conn.execute(sql.NEXT_PENDING, (ordering_key,)).fetchone()
             if row is None:
                 return _Idle()
             if row["wait"] > 0:
@@ -159,18 +184,29 @@ class Processor:
         handlers = self.registry.handlers_for(event.type)
         started = datetime.now(UTC)
         try:
-            with conn.transaction():
-                for handler in handlers:
-                    handler(tx, event)
+            for handler in handlers:
+                handler(tx, event)
+            if conn.info.transaction_status != TransactionStatus.INTRANS:
+                raise RuntimeError("a handler committed, rolled back or broke the transaction")
         except self._failure_types as e:
+            tb = traceback.format_exc()
             tx.after_commit.clear()
-            return self._failed(conn, event, received, started, e, traceback.format_exc())
+            conn.execute("ROLLBACK TO SAVEPOINT handlers")
+            return self._failed(conn, event, received, started, e, tb)
         status = "processed" if handlers else "ignored"
-        done = conn.execute(
-            sql.FINISH,
-            {"status": status, "id": event.id, "started": started, "worker": self.worker_id},
-        ).fetchone()
-        if self.metrics is not None and done is not None:
+        params = {
+            "status": status,
+            "id": event.id,
+            "key": event.ordering_key,
+            "started": started,
+            "worker": self.worker_id,
+        }
+        with conn.pipeline():
+            done_cur = conn.execute(sql.FINISH, params)
+            conn.execute("COMMIT")
+        done = done_cur.fetchone()
+        assert done is not None
+        if self.metrics is not None:
             self.metrics.observe_finished(
                 event.type, status, event.created, received, done["finished_at"]
             )
@@ -179,7 +215,7 @@ class Processor:
             log.info("event.processed", attempt=event.attempt, ms=ms)
         else:
             log.debug("event.ignored", attempt=event.attempt, ms=ms)
-        return Outcome(event.id, status, event.attempt)
+        return Outcome(event.id, status, event.attempt, more=bool(done["more"]))
 
     def _failed(
         self,
@@ -200,25 +236,24 @@ class Processor:
         if self.metrics is not None:
             self.metrics.failures.labels(event.type).inc()
         if event.attempt >= self.settings.worker_max_retries:
-            conn.execute(sql.GIVE_UP, {**params, "traceback": traceback_text(tb)})
+            with conn.pipeline():
+                conn.execute(sql.GIVE_UP, {**params, "traceback": traceback_text(tb)})
+                conn.execute("COMMIT")
             if self.metrics is not None:
                 now = datetime.now(UTC)
                 self.metrics.observe_finished(event.type, "dead", event.created, received, now)
             log.error("event.dead", attempt=event.attempt, error=text)
-            return Outcome(event.id, "dead", event.attempt, error=text)
+            return Outcome(event.id, "dead", event.attempt, error=text, more=True)
         delay = backoff_ms(
             event.attempt, self.settings.worker_min_backoff_ms, self.settings.worker_max_backoff_ms
         )
-        conn.execute(sql.RETRY_LATER, {**params, "delay_s": delay / 1000})
-        log.warning(
-            "event.failed",
-            attempt=event.attempt,
-            retry_in_ms=delay,
-            error=text,
-        )
+        with conn.pipeline():
+            conn.execute(sql.RETRY_LATER, {**params, "delay_s": delay / 1000})
+            conn.execute("COMMIT")
+        log.warning("event.failed", attempt=event.attempt, retry_in_ms=delay, error=text)
         return Outcome(event.id, "retry", event.attempt, error=text, retry_in_ms=delay)
 
-    def _after_commit(self, tx: Tx | None, outcome: Outcome) -> None:
+    def _after_commit(self, tx: Tx, outcome: Outcome) -> None:
         if outcome.status == "retry":
             try:
                 self.enqueue(outcome.event_id, outcome.retry_in_ms)
@@ -227,8 +262,6 @@ class Processor:
                 log.warning(
                     "worker.retry_enqueue_failed", event_id=outcome.event_id, error=error_line(e)
                 )
-        if tx is None:
-            return
         for callback in tx.after_commit:
             try:
                 callback()
@@ -237,17 +270,17 @@ class Processor:
                     "worker.after_commit_failed", event_id=outcome.event_id, error=error_line(e)
                 )
 
+    def _peek(self, ordering_key: str) -> dict[str, Any] | None:
+        with self._connection() as conn:
+            return conn.execute(sql.PEEK_PENDING, (ordering_key,)).fetchone()
+
     def _runnable_left(self, ordering_key: str) -> bool:
-        with self.pool.connection() as conn:
-            row = conn.execute(sql.PEEK_PENDING, (ordering_key,)).fetchone()
-            conn.rollback()
+        row = self._peek(ordering_key)
         return row is not None and row["wait"] <= 0
 
     def _hand_over(self, ordering_key: str) -> None:
         """Leave the rest of the key to another worker: a message for its earliest pending event."""
-        with self.pool.connection() as conn:
-            row = conn.execute(sql.PEEK_PENDING, (ordering_key,)).fetchone()
-            conn.rollback()
+        row = self._peek(ordering_key)
         if row is None:
             return
         try:

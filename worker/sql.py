@@ -13,7 +13,9 @@ SELECT id, type, created, livemode, api_version, account, ordering_key, received
        GREATEST(0, EXTRACT(EPOCH FROM next_attempt_at - clock_timestamp()))::float8 AS wait,
        payload
 FROM stripe_events
-WHERE ordering_key = %s AND status = 'pending'
+WHERE ordering_key = %(key)s AND status = 'pending'
+  -- Pipelined after TRY_LOCK: scan (and row-lock) nothing unless we hold the key. Re-entrant.
+  AND (SELECT pg_try_advisory_xact_lock(%(lock)s))
 ORDER BY created, received_at, id
 LIMIT 1
 FOR UPDATE
@@ -28,6 +30,7 @@ ORDER BY created, received_at, id
 LIMIT 1
 """
 
+# `more`: another pending event of the key exists (this statement does not see its own update).
 FINISH = """
 WITH done AS (
     UPDATE stripe_events
@@ -35,10 +38,15 @@ WITH done AS (
         process_seq = nextval('process_seq'), next_attempt_at = NULL
     WHERE id = %(id)s
     RETURNING id, attempts, processed_at
+), logged AS (
+    INSERT INTO event_attempts (event_id, attempt, started_at, finished_at, outcome, worker)
+    SELECT id, attempts, %(started)s, processed_at, %(status)s, %(worker)s FROM done
+    RETURNING finished_at
 )
-INSERT INTO event_attempts (event_id, attempt, started_at, finished_at, outcome, worker)
-SELECT id, attempts, %(started)s, processed_at, %(status)s, %(worker)s FROM done
-RETURNING finished_at
+SELECT finished_at,
+       EXISTS (SELECT 1 FROM stripe_events
+               WHERE ordering_key = %(key)s AND status = 'pending' AND id <> %(id)s) AS more
+FROM logged
 """
 
 # The retry's message is due at next_attempt_at; the sweeper's lease counts from then.

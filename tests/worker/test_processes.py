@@ -102,8 +102,18 @@ def test_backlog_of_200_over_20_customers_is_processed_in_creation_order_per_key
     worker_env = {**env, "USER_HANDLERS": HANDLERS, "WORKER_METRICS_PORT": str(metrics_port)}
     with run_worker(worker_env, processes=2, threads=8):
         wait_until(lambda: finished(effects_db, 200), timeout=60)
-        # Dramatiq's metrics and ours, from both processes, on one port.
-        text = scrape(metrics_port)
+        # Dramatiq's metrics and ours, from both processes, on one port (messages for a key
+        # another thread drained may still be finishing: wait for all 200).
+        texts: list[str] = []
+        wait_until(
+            lambda: (
+                texts.append(scrape(metrics_port))
+                or sample(texts[-1], "dramatiq_messages_total") == 200
+            ),
+            timeout=20,
+            interval=0.2,
+        )
+        text = texts[-1]
     assert statuses(effects_db) == {"processed": 200}
     assert_creation_order(effects_db)
     assert set(effects(effects_db).values()) == {1} and len(effects(effects_db)) == 200
