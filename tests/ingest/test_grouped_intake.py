@@ -283,3 +283,18 @@ async def test_batches_are_capped_at_max_rows(settings: Settings, stored: Stored
     assert batches(metrics) == (3.0, 7.0)
     assert set(stored.rows()) == set(ids)
     assert queued == ids
+
+
+async def test_shutdown_drains_waiting_rows_and_their_enqueues(
+    settings: Settings, stored: Stored
+) -> None:
+    app = create_app(settings.with_overrides(intake_batch_window_ms=30_000.0))
+    events = [unique_event("stripe-ruby-mock__invoice.paid__1", f"drain{i}") for i in range(20)]
+    async with serve(app) as client:
+        pending = asyncio.gather(*(deliver(client, e) for e in events))
+        await asyncio.sleep(0)  # the requests are in; the lifespan now ends under them
+    responses = await pending
+
+    assert [r.status_code for r in responses] == [200] * 20
+    assert set(stored.rows()) == {e["id"] for e in events}
+    assert sorted(stored.queued()) == sorted(e["id"] for e in events)
