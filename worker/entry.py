@@ -29,7 +29,11 @@ def setup(settings: Settings) -> RedisBroker:
     runtime.install(rt)
     dramatiq.set_broker(broker)
     importlib.import_module("worker.actors")
-    importlib.import_module("worker.mirror")
+    mirror = importlib.import_module("worker.mirror")
+    # The mirror's actors take our Settings instead of reading the environment again.
+    use_settings = getattr(getattr(mirror, "actors", None), "use_settings", None)
+    if callable(use_settings):
+        use_settings(settings)
     for module in settings.user_handlers:
         importlib.import_module(module)
     return broker
