@@ -1,22 +1,14 @@
 """The README's example of a user's own handler (USER_HANDLERS=tests.worker.mirror.credit_example):
 credit an account when an invoice is paid, once per invoice whatever Stripe or an operator
 re-sends. It runs after the mirror's handler, in the same transaction: the invoice row it reads
-is already written, and if anything fails both roll back together."""
+is already written, and if anything fails both roll back together.
+
+Never import this module in the test process: importing it registers the handler for every test.
+Its table (test_processes.CREATE_CREDITS) is created by the test that uses it."""
 
 from __future__ import annotations
 
 from worker.registry import Event, Tx, handles
-
-CREATE_TABLE = """
-CREATE TABLE IF NOT EXISTS account_credits (
-    invoice_id  text PRIMARY KEY,  -- the idempotency key: one credit per paid invoice
-    customer_id text NOT NULL,
-    amount      bigint NOT NULL,
-    currency    text NOT NULL,
-    event_id    text NOT NULL,
-    credited_at timestamptz NOT NULL DEFAULT now()
-)
-"""
 
 
 @handles("invoice.paid")

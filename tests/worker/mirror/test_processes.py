@@ -18,10 +18,20 @@ from tests.conftest import SECRET
 from tests.procs import run_sweeper, run_web, run_worker, wait_until
 from tests.support import sign
 from tests.worker.mirror import builders as b
-from tests.worker.mirror.credit_example import CREATE_TABLE
 from tests.worker.mirror.support import apply, rows
 
 T = b.T0
+
+CREATE_CREDITS = """
+CREATE TABLE IF NOT EXISTS account_credits (
+    invoice_id  text PRIMARY KEY,  -- the idempotency key: one credit per paid invoice
+    customer_id text NOT NULL,
+    amount      bigint NOT NULL,
+    currency    text NOT NULL,
+    event_id    text NOT NULL,
+    credited_at timestamptz NOT NULL DEFAULT now()
+)
+"""
 
 
 def post(base_url: str, event: dict[str, Any]) -> None:
@@ -45,7 +55,7 @@ def test_user_handler_credits_once_per_paid_invoice(
     settings: Settings, env: dict[str, str]
 ) -> None:
     with connect(settings.database_url) as conn:
-        conn.execute(CREATE_TABLE)
+        conn.execute(CREATE_CREDITS)
         conn.commit()
     paid = b.invoice("current", "in_credit_1", "cus_credit", "sub_credit", "paid", amount=4200)
     first = b.event("invoice.paid", paid, "evt_credit_1", T + 1, "current")
