@@ -227,3 +227,43 @@ def test_events_stored_while_redis_is_down_are_processed_through_the_sweeper(
     assert set(effects(effects_db).values()) == {1} and len(effects(effects_db)) == 30
     assert_creation_order(effects_db)
     assert requeued >= 30
+
+
+def test_retries_go_through_dramatiq_delayed_messages_and_a_poison_event_goes_dead(
+    effects_db: str, env: dict[str, str], settings: Settings
+) -> None:
+    events = [
+        make_event("evt_f1", "cus_f", T0, h.FLAKY, fail_times=2),
+        make_event("evt_f2", "cus_f", T0, h.RECORD),
+        make_event("evt_p1", "cus_p", T0, h.POISON),
+        make_event("evt_p2", "cus_p", T0 + 1, h.RECORD),
+        *[make_event(f"evt_o{i}", f"cus_o{i}", T0, h.RECORD, sleep_ms=50) for i in range(6)],
+    ]
+    store(effects_db, events)
+    with run_worker({**env, "USER_HANDLERS": HANDLERS}, processes=1, threads=4):
+        send(settings, [e["id"] for e in events])
+        wait_until(lambda: finished(effects_db, len(events)), timeout=60)
+    assert statuses(effects_db) == {"processed": 9, "dead": 1}
+    f1 = query(
+        effects_db,
+        "SELECT attempt, outcome FROM event_attempts WHERE event_id = 'evt_f1' ORDER BY id",
+    )
+    assert [(r["attempt"], r["outcome"]) for r in f1] == [
+        (1, "failed"),
+        (2, "failed"),
+        (3, "processed"),
+    ]
+    letter = one(effects_db, "SELECT attempts, error FROM dead_letters WHERE event_id = 'evt_p1'")
+    assert letter == {
+        "attempts": settings.worker_max_retries,
+        "error": "ValueError: this event can never be processed",
+    }
+    assert set(effects(effects_db)) == {e["id"] for e in events} - {"evt_p1"}
+    assert_creation_order(effects_db)
+    # The other customers finished while the poison event was still being retried.
+    dead_at = one(effects_db, "SELECT dead_at FROM dead_letters")["dead_at"]
+    others = one(
+        effects_db,
+        "SELECT max(processed_at) AS t FROM stripe_events WHERE ordering_key LIKE 'cus_o%%'",
+    )
+    assert others["t"] < dead_at
