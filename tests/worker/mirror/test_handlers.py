@@ -50,8 +50,17 @@ def table_for(event_type: str) -> str:
     raise AssertionError(event_type)
 
 
+def mirror_types() -> set[str]:
+    """Types the mirror's own handlers take (other tests may register handlers in-process)."""
+    return {
+        t
+        for t in REGISTRY.handled_types()
+        if any(h.__module__.startswith("worker.mirror") for h in REGISTRY.handlers_for(t))
+    }
+
+
 def handled_corpus() -> list[str]:
-    handled = REGISTRY.handled_types()
+    handled = mirror_types()
     return [p.stem for p in corpus_files() if load_event(p.stem)["type"] in handled]
 
 
@@ -181,7 +190,7 @@ def test_every_issue_type_is_handled_and_has_a_sample() -> None:
         "refund.created",
         "refund.updated",
     }
-    assert required <= REGISTRY.handled_types()
+    assert required <= mirror_types()
     sampled = {load_event(n)["type"] for n in handled_corpus()} | set(DERIVED)
     assert required <= sampled
 
