@@ -2,18 +2,13 @@
 
 `coupon.created` fails until the `cli_test_switch` row says it is fixed, and records one row in
 `cli_test_effects` per successful run, so a test can count effects. The tables are created by
-the test.
+the test (see CREATE_TABLES in test_replay_workers.py). Only worker subprocesses import
+this module: importing it registers the handler in the process-wide registry.
 """
 
 from __future__ import annotations
 
 from worker.registry import Event, Tx, handles
-
-CREATE_TABLES = """
-CREATE TABLE cli_test_switch (fixed boolean NOT NULL);
-INSERT INTO cli_test_switch VALUES (false);
-CREATE TABLE cli_test_effects (event_id text NOT NULL, at timestamptz NOT NULL DEFAULT now());
-"""
 
 
 @handles("coupon.created")

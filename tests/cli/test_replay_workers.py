@@ -11,8 +11,13 @@ import pytest
 from shared.broker import enqueue_events, make_broker
 from shared.settings import Settings
 from tests.cli.clitools import corpus_events, kill, rows, run_cli, run_json, store_events
-from tests.cli.flaky_handlers import CREATE_TABLES
 from tests.procs import run_worker, wait_until
+
+CREATE_TABLES = """
+CREATE TABLE cli_test_switch (fixed boolean NOT NULL);
+INSERT INTO cli_test_switch VALUES (false);
+CREATE TABLE cli_test_effects (event_id text NOT NULL, at timestamptz NOT NULL DEFAULT now());
+"""
 
 COUPON = "stripe-ruby-mock__coupon.created__1"
 PAID = "stripe-ruby-mock__invoice.paid__1"
