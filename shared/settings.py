@@ -34,8 +34,9 @@ class Settings:
     stripe_api_base: str | None = None
     max_body_bytes: int = 1_048_576
     port: int = 8000
-    # Failed attempts before an event is dead-lettered.
-    worker_max_retries: int = 8
+    # Failed attempts before an event is dead-lettered: with the default backoff, about
+    # 9 to 19 minutes of retries, long enough to ride out a short outage of what handlers call.
+    worker_max_retries: int = 12
     worker_min_backoff_ms: int = 1_000
     worker_max_backoff_ms: int = 300_000
     # How long a pending event may sit unfinished before the sweeper enqueues it again.
