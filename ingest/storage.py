@@ -49,6 +49,11 @@ async def insert_events(conn: AsyncConnection, rows: Sequence[EventRow]) -> set[
     if not rows:
         return set()
     try:
+        if conn.autocommit:
+            # One statement is its own transaction: its result arrives after the commit, in one
+            # round trip instead of BEGIN, INSERT, COMMIT.
+            cur = await conn.execute(INSERT_EVENTS, _params(rows), prepare=True)
+            return {row["id"] for row in await cur.fetchall()}
         async with conn.transaction():
             cur = await conn.execute(INSERT_EVENTS, _params(rows), prepare=True)
             return {row["id"] for row in await cur.fetchall()}
