@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import importlib.util
 import sys
+from typing import Any
 
 import uvicorn
 
@@ -13,6 +14,14 @@ from shared.logging import configure_logging
 from shared.settings import Settings, SettingsError
 
 GC_THRESHOLDS = (20_000, 20, 50)
+
+
+def _http_protocol() -> Any:
+    if importlib.util.find_spec("httptools") is None:
+        return "h11"
+    from ingest.http import JoinedWritesProtocol
+
+    return JoinedWritesProtocol
 
 
 def main() -> int:
@@ -35,7 +44,7 @@ def main() -> int:
         host="0.0.0.0",
         port=settings.port,
         loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
-        http="httptools" if importlib.util.find_spec("httptools") else "h11",
+        http=_http_protocol(),
         workers=1,
         lifespan="on",
         log_config=None,  # our logging: uvicorn's records go to the root logger (warnings up)

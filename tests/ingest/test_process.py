@@ -202,3 +202,41 @@ def test_a_streamed_100_mb_body_is_refused_once_it_passes_the_limit(
     assert client.answer.endswith(b'{"error":"payload_too_large"}')
     assert sent < 16 * 1024 * 1024, sent
     assert stored.rows() == {}
+
+
+def test_one_keep_alive_connection_gets_every_answer_whole_and_in_order(
+    env: dict[str, str], stored: Stored
+) -> None:
+    """The web process writes a response's head and body together: on a reused connection each
+    answer (webhook, probes, metrics; 200, 400) still arrives complete, one after the other."""
+    events = [unique_event("stripe-sync-engine__customer_updated__1", f"ka{i}") for i in range(3)]
+    with web_process(env) as (base_url, _web), httpx.Client(base_url=base_url) as client:
+        answers = []
+        responses = []
+        for event in events:
+            body = orjson.dumps(event)
+            signed = client.post(
+                "/webhooks/stripe", content=body, headers={"Stripe-Signature": sign(body, SECRET)}
+            )
+            unsigned = client.post("/webhooks/stripe", content=body)
+            health = client.get("/healthz")
+            responses += [signed, unsigned, health]
+            answers.append((signed.json(), unsigned.status_code, unsigned.json(), health.json()))
+        metrics = client.get("/metrics")
+        responses.append(metrics)
+        local_ends = {
+            r.extensions["network_stream"].get_extra_info("socket").getsockname() for r in responses
+        }
+
+    assert len(local_ends) == 1  # one connection carried all ten
+    assert answers == [
+        (
+            {"received": True, "duplicate": False, "id": event["id"]},
+            400,
+            {"error": "missing_signature"},
+            {"status": "ok"},
+        )
+        for event in events
+    ]
+    assert 'stripe_webhook_requests_total{outcome="stored"} 3.0' in metrics.text
+    assert set(stored.rows()) == {event["id"] for event in events}
