@@ -13,6 +13,14 @@ from shared.broker import PROCESS_ACTOR, QUEUE_NAME, event_message, make_broker
 from shared.settings import Settings
 
 
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _message(value: bytes | str) -> Message[object]:
+    return Message.decode(value if isinstance(value, bytes) else value.encode())
+
+
 @pytest.mark.anyio
 async def test_a_batch_is_stored_as_the_broker_stores_it_and_a_consumer_gets_it_in_order(
     settings: Settings, redis_url: str, redis_namespace: str
@@ -27,14 +35,14 @@ async def test_a_batch_is_stored_as_the_broker_stores_it_and_a_consumer_gets_it_
     client = redis.Redis.from_url(redis_url)
     try:
         reference.enqueue(event_message("evt_ref"))
-        ours = {k.decode()[len(redis_namespace) :] for k in client.keys(f"{redis_namespace}:*")}
+        ours = {_text(k)[len(redis_namespace) :] for k in client.keys(f"{redis_namespace}:*")}
         theirs = {
-            k.decode()[len(redis_namespace) + 4 :] for k in client.keys(f"{redis_namespace}-ref:*")
+            _text(k)[len(redis_namespace) + 4 :] for k in client.keys(f"{redis_namespace}-ref:*")
         }
         hash_key = f"{redis_namespace}:{QUEUE_NAME}.msgs"
-        stored = [Message.decode(v) for v in client.hgetall(hash_key).values()]
+        stored = [_message(v) for v in client.hgetall(hash_key).values()]
         ref_hash_key = f"{redis_namespace}-ref:{QUEUE_NAME}.msgs"
-        (ref_stored,) = [Message.decode(v) for v in client.hgetall(ref_hash_key).values()]
+        (ref_stored,) = [_message(v) for v in client.hgetall(ref_hash_key).values()]
         heartbeats = client.zrange(f"{redis_namespace}:__heartbeats__", 0, -1)
     finally:
         client.delete(*client.keys(f"{redis_namespace}-ref:*"))
