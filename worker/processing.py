@@ -3,17 +3,17 @@
 A message names an event; its worker becomes the *holder* of the event's ordering key by taking
 `pg_try_advisory_xact_lock(key)` inside each transaction. The holder drains the key: per
 transaction it locks, takes the earliest pending event (`created, received_at, id`), runs its
-handlers in a savepoint, and commits the handlers' writes with `status`, `attempts`,
-`processed_at` and `process_seq`. If the lock is busy the message returns at once: the holder
-drains the key, and re-checks it after letting go, so a message that lost the race is never lost.
+handlers in a savepoint, and writes `status`, `attempts`, `processed_at` and `process_seq` with
+them; while the key has more, the same transaction takes the next one (at most MAX_BATCH, for at
+most MAX_BATCH_SECONDS), each event in its own savepoint. If the lock is busy the message returns
+at once: the holder re-checks the key after letting go (the check rides in the COMMIT's
+pipeline), so a message that lost the race is never lost. One pooled connection per message.
 
-A failing handler rolls back to the savepoint; the failure (attempt, error, backoff) is written in
+A failing handler rolls back to its savepoint; the failure (attempt, error, backoff) is written in
 the same transaction, still under the key's lock, and a delayed message is sent after commit.
-Statements are pipelined: an event with no other pending event of its key costs four round
-trips (look-up; begin + lock + select + savepoint; finish + commit; the re-check).
 While an event waits for its retry, the later events of its key wait too (ordering). After
 `WORKER_MAX_RETRIES` failed attempts it becomes `dead` with its `dead_letters` row and the key
-moves on. Database or broker outages raise: the row stays `pending` and the sweeper re-sends it.
+moves on. Database or broker outages raise: the rows stay `pending` and the sweeper re-sends them.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from shared.settings import Settings
 from worker import sql
 from worker.metrics import WorkerMetrics
 from worker.policy import backoff_ms, error_line, key_lock_id, traceback_text
-from worker.registry import REGISTRY, Event, Registry, Tx
+from worker.registry import REGISTRY, Event, Handler, Registry, Tx
 
 log = structlog.get_logger(__name__)
 
@@ -46,6 +46,10 @@ Enqueue = Callable[[str, "int | None"], None]
 
 # A holder hands its key over after this long, so one busy key cannot hold a thread forever.
 MAX_DRAIN_SECONDS = 30.0
+# Events of one key per transaction, each in its own savepoint (well under PostgreSQL's 64 cached
+# subtransactions), and for at most this long: the mirror's row locks are held until commit.
+MAX_BATCH = 8
+MAX_BATCH_SECONDS = 0.1
 # A retry message that arrives this early (clock skew) waits instead of being dropped.
 EARLY_TOLERANCE_SECONDS = 0.25
 
@@ -57,16 +61,24 @@ class Outcome:
     attempt: int
     error: str | None = None
     retry_in_ms: int | None = None
-    # Another pending event of the key was seen before commit: keep draining without a re-check.
-    more: bool = False
 
 
 @dataclass(frozen=True)
-class _Idle:
-    """Nothing runnable for the key under its lock; `waiting` is a head waiting for its retry."""
+class _Done:
+    tx: Tx
+    event: Event
+    outcome: Outcome
+    received: datetime
+    finished: datetime
 
-    waiting: str | None = None
-    wait: float = 0.0
+
+@dataclass
+class _Round:
+    """One transaction under the key's lock: what it finished, and the key's earliest pending
+    event as seen after the lock was let go (None: nothing pending)."""
+
+    outcomes: list[Outcome] = field(default_factory=list)
+    head: dict[str, Any] | None = None
 
 
 _BUSY = "busy"
@@ -85,48 +97,54 @@ class Processor:
     # Exceptions besides Exception that count as a handler failure (e.g. Dramatiq's time limit).
     failures: tuple[type[BaseException], ...] = ()
 
-    def handle(self, event_id: str) -> list[Outcome]:
-        """Handle one message: no-op unless the event is pending; else drain its key."""
+    def handle(self, event_id: str, ordering_key: str | None = None) -> list[Outcome]:
+        """Handle one message: no-op unless the event is pending; else drain its key.
+
+        With the key known (newer messages carry it) there is no look-up: a message for a
+        finished event then finds its key idle, or drains what is pending there."""
         with self._connection() as conn:
-            head = conn.execute(sql.EVENT_HEAD, (event_id,)).fetchone()
-        if head is None:
-            log.warning("worker.event_unknown", event_id=event_id)
-            return []
-        if head["status"] != "pending":
-            return []
-        return self.drain(head["ordering_key"], event_id)
+            if ordering_key is None:
+                head = conn.execute(sql.EVENT_HEAD, (event_id,)).fetchone()
+                if head is None:
+                    log.warning("worker.event_unknown", event_id=event_id)
+                    return []
+                if head["status"] != "pending":
+                    return []
+                ordering_key = head["ordering_key"]
+            return self._drain(conn, ordering_key, event_id)
 
     def drain(self, ordering_key: str, for_event: str | None = None) -> list[Outcome]:
         """Finish what is runnable for the key, in creation order, while we hold it."""
+        with self._connection() as conn:
+            return self._drain(conn, ordering_key, for_event)
+
+    def _drain(self, conn: Connection, ordering_key: str, for_event: str | None) -> list[Outcome]:
         lock_id = key_lock_id(ordering_key)
         deadline = time.monotonic() + MAX_DRAIN_SECONDS
         outcomes: list[Outcome] = []
         idle_rounds = 0
         while True:
-            step = self._step(ordering_key, lock_id)
-            if step == _BUSY:
+            round_ = self._round(conn, ordering_key, lock_id, deadline)
+            if round_ == _BUSY:
                 return outcomes
-            if isinstance(step, Outcome):
-                outcomes.append(step)
-                idle_rounds = 0
+            assert isinstance(round_, _Round)
+            outcomes.extend(round_.outcomes)
+            idle_rounds = 0 if round_.outcomes else idle_rounds + 1
+            head = round_.head  # read after the key was let go: a lost try-lock relies on it
+            if head is None or idle_rounds > 3:
+                return outcomes
+            if head["wait"] <= 0:
                 if self.stopping.is_set() or time.monotonic() > deadline:
-                    self._hand_over(ordering_key)
+                    self._hand_over(head["id"])
                     return outcomes
-                if step.more:
-                    continue
-            else:
-                assert isinstance(step, _Idle)
-                idle_rounds += 1
-                # This message's own retry arrived a little early (clock skew): wait for it,
-                # unless this drain just failed it (then its delayed message is on the way).
-                early = step.waiting is not None and step.waiting == for_event
-                retried_here = any(o.event_id == step.waiting for o in outcomes)
-                if early and not retried_here and step.wait <= EARLY_TOLERANCE_SECONDS:
-                    time.sleep(step.wait + 0.01)
-                    continue
-            # We let go of the key; a message whose try-lock failed meanwhile relies on this.
-            if idle_rounds > 3 or not self._runnable_left(ordering_key):
-                return outcomes
+                continue
+            # This message's own retry arrived a little early (clock skew): wait for it, unless
+            # this drain just failed it (then its delayed message is on the way).
+            early = head["id"] == for_event and head["wait"] <= EARLY_TOLERANCE_SECONDS
+            if early and not any(o.event_id == for_event for o in outcomes):
+                time.sleep(head["wait"] + 0.01)
+                continue
+            return outcomes
 
     @contextlib.contextmanager
     def _connection(self) -> Iterator[Connection]:
@@ -141,91 +159,114 @@ class Processor:
                     with contextlib.suppress(psycopg.Error):
                         conn.execute("ROLLBACK")
 
-    def _step(self, ordering_key: str, lock_id: int) -> Outcome | _Idle | str:
-        with self._connection() as conn:
-            with conn.pipeline():
-                conn.execute("BEGIN")
-                locked_cur = conn.execute(sql.TRY_LOCK, (lock_id,))
-                row_cur = conn.execute(sql.NEXT_PENDING, {"lock": lock_id, "key": ordering_key})
-                conn.execute("SAVEPOINT handlers")
-            locked = locked_cur.fetchone()
-            row = row_cur.fetchone()
-            if not (locked and locked["locked"]):
-                return _BUSY
-            if row is None:
-                return _Idle()
-            if row["wait"] > 0:
-                return _Idle(row["id"], float(row["wait"]))
+    def _round(
+        self, conn: Connection, ordering_key: str, lock_id: int, deadline: float
+    ) -> _Round | str:
+        """Lock the key and run its events in creation order, each in its own savepoint, up to
+        MAX_BATCH per transaction; every event's effects commit with its status."""
+        key = {"lock": lock_id, "key": ordering_key}
+        with conn.pipeline():
+            conn.execute("BEGIN")
+            locked_cur = conn.execute(sql.TRY_LOCK, (lock_id,))
+            row_cur = conn.execute(sql.NEXT_PENDING, key)
+            conn.execute("SAVEPOINT handlers")
+        locked = locked_cur.fetchone()
+        row = row_cur.fetchone()
+        if not (locked and locked["locked"]):
+            conn.execute("ROLLBACK")
+            return _BUSY
+        done: list[_Done] = []
+        batch_end = time.monotonic() + MAX_BATCH_SECONDS
+        while row is not None and row["wait"] <= 0:
             tx = Tx(conn=conn, settings=self.settings)
-            outcome = self._run(conn, tx, row)
-        self._after_commit(tx, outcome)
-        return outcome
+            event = _event(row)
+            with structlog.contextvars.bound_contextvars(event_id=event.id, event_type=event.type):
+                started = datetime.now(UTC)
+                handlers = self.registry.handlers_for(event.type)
+                failure = self._run_handlers(conn, tx, event, handlers)
+                if failure is not None:
+                    conn.execute("ROLLBACK TO SAVEPOINT handlers")
+                    tx.after_commit.clear()
+                    outcome, head = self._failed(conn, event, row, started, *failure)
+                    self._committed(done, head)
+                    self._after_commit(tx, outcome)
+                    return _Round([d.outcome for d in done] + [outcome], head)
+                status = "processed" if handlers else "ignored"
+                params = {"status": status, "id": event.id, "started": started}
+                params["worker"] = self.worker_id
+                more = (
+                    row["more"]
+                    and len(done) + 1 < MAX_BATCH
+                    and time.monotonic() < min(batch_end, deadline)
+                    and not self.stopping.is_set()
+                )
+                with conn.pipeline():
+                    if more:
+                        conn.execute("RELEASE SAVEPOINT handlers")
+                    finish_cur = conn.execute(sql.FINISH, params)
+                    if more:
+                        conn.execute("SAVEPOINT handlers")
+                        row_cur = conn.execute(sql.NEXT_PENDING, key)
+                    else:
+                        conn.execute("COMMIT")
+                        head_cur = conn.execute(sql.PEEK_PENDING, (ordering_key,))
+                finished = finish_cur.fetchone()
+                assert finished is not None
+                outcome = Outcome(event.id, status, event.attempt)
+                done.append(_Done(tx, event, outcome, row["received_at"], finished["finished_at"]))
+                self._log_finished(event, outcome, started)
+            if not more:
+                return self._committed(done, head_cur.fetchone())
+            row = row_cur.fetchone()
+        # Nothing runnable (left) under the lock: commit what is done, then look again.
+        with conn.pipeline():
+            conn.execute("COMMIT")
+            head_cur = conn.execute(sql.PEEK_PENDING, (ordering_key,))
+        return self._committed(done, head_cur.fetchone())
+
+    def _committed(self, done: list[_Done], head: dict[str, Any] | None) -> _Round:
+        for d in done:
+            if self.metrics is not None:
+                self.metrics.observe_finished(
+                    d.event.type, d.outcome.status, d.event.created, d.received, d.finished
+                )
+            self._after_commit(d.tx, d.outcome)
+        return _Round([d.outcome for d in done], head)
 
     @property
     def _failure_types(self) -> tuple[type[BaseException], ...]:
         return (Exception, *self.failures)
 
-    def _run(self, conn: Connection, tx: Tx, row: dict[str, Any]) -> Outcome:
-        event = Event(
-            id=row["id"],
-            type=row["type"],
-            created=row["created"],
-            livemode=row["livemode"],
-            api_version=row["api_version"],
-            account=row["account"],
-            ordering_key=row["ordering_key"],
-            payload=row["payload"],
-            attempt=row["attempts"] + 1,
-        )
-        with structlog.contextvars.bound_contextvars(event_id=event.id, event_type=event.type):
-            return self._run_bound(conn, tx, event, row["received_at"])
-
-    def _run_bound(self, conn: Connection, tx: Tx, event: Event, received: datetime) -> Outcome:
-        handlers = self.registry.handlers_for(event.type)
-        started = datetime.now(UTC)
+    def _run_handlers(
+        self, conn: Connection, tx: Tx, event: Event, handlers: list[Handler]
+    ) -> tuple[BaseException, str] | None:
+        """Run the event's handlers in the open savepoint; the failure and its traceback."""
         try:
             for handler in handlers:
                 handler(tx, event)
             if conn.info.transaction_status != TransactionStatus.INTRANS:
                 raise RuntimeError("a handler committed, rolled back or broke the transaction")
         except self._failure_types as e:
-            tb = traceback.format_exc()
-            tx.after_commit.clear()
-            conn.execute("ROLLBACK TO SAVEPOINT handlers")
-            return self._failed(conn, event, received, started, e, tb)
-        status = "processed" if handlers else "ignored"
-        params = {
-            "status": status,
-            "id": event.id,
-            "key": event.ordering_key,
-            "started": started,
-            "worker": self.worker_id,
-        }
-        with conn.pipeline():
-            done_cur = conn.execute(sql.FINISH, params)
-            conn.execute("COMMIT")
-        done = done_cur.fetchone()
-        assert done is not None
-        if self.metrics is not None:
-            self.metrics.observe_finished(
-                event.type, status, event.created, received, done["finished_at"]
-            )
+            return e, traceback.format_exc()
+        return None
+
+    def _log_finished(self, event: Event, outcome: Outcome, started: datetime) -> None:
         ms = round((datetime.now(UTC) - started).total_seconds() * 1000, 1)
-        if handlers:
+        if outcome.status == "processed":
             log.info("event.processed", attempt=event.attempt, ms=ms)
         else:
             log.debug("event.ignored", attempt=event.attempt, ms=ms)
-        return Outcome(event.id, status, event.attempt, more=bool(done["more"]))
 
     def _failed(
         self,
         conn: Connection,
         event: Event,
-        received: datetime,
+        row: dict[str, Any],
         started: datetime,
         error: BaseException,
         tb: str,
-    ) -> Outcome:
+    ) -> tuple[Outcome, dict[str, Any] | None]:
+        """Record the failure under the key's lock and commit: a retry later, or dead."""
         text = error_line(error)
         params: dict[str, Any] = {
             "id": event.id,
@@ -235,23 +276,28 @@ class Processor:
         }
         if self.metrics is not None:
             self.metrics.failures.labels(event.type).inc()
-        if event.attempt >= self.settings.worker_max_retries:
-            with conn.pipeline():
-                conn.execute(sql.GIVE_UP, {**params, "traceback": traceback_text(tb)})
-                conn.execute("COMMIT")
-            if self.metrics is not None:
-                now = datetime.now(UTC)
-                self.metrics.observe_finished(event.type, "dead", event.created, received, now)
-            log.error("event.dead", attempt=event.attempt, error=text)
-            return Outcome(event.id, "dead", event.attempt, error=text, more=True)
+        dead = event.attempt >= self.settings.worker_max_retries
         delay = backoff_ms(
             event.attempt, self.settings.worker_min_backoff_ms, self.settings.worker_max_backoff_ms
         )
         with conn.pipeline():
-            conn.execute(sql.RETRY_LATER, {**params, "delay_s": delay / 1000})
+            if dead:
+                conn.execute(sql.GIVE_UP, {**params, "traceback": traceback_text(tb)})
+            else:
+                conn.execute(sql.RETRY_LATER, {**params, "delay_s": delay / 1000})
             conn.execute("COMMIT")
+            head_cur = conn.execute(sql.PEEK_PENDING, (event.ordering_key,))
+        head = head_cur.fetchone()
+        if dead:
+            if self.metrics is not None:
+                now = datetime.now(UTC)
+                self.metrics.observe_finished(
+                    event.type, "dead", event.created, row["received_at"], now
+                )
+            log.error("event.dead", attempt=event.attempt, error=text)
+            return Outcome(event.id, "dead", event.attempt, error=text), head
         log.warning("event.failed", attempt=event.attempt, retry_in_ms=delay, error=text)
-        return Outcome(event.id, "retry", event.attempt, error=text, retry_in_ms=delay)
+        return Outcome(event.id, "retry", event.attempt, error=text, retry_in_ms=delay), head
 
     def _after_commit(self, tx: Tx, outcome: Outcome) -> None:
         if outcome.status == "retry":
@@ -270,20 +316,23 @@ class Processor:
                     "worker.after_commit_failed", event_id=outcome.event_id, error=error_line(e)
                 )
 
-    def _peek(self, ordering_key: str) -> dict[str, Any] | None:
-        with self._connection() as conn:
-            return conn.execute(sql.PEEK_PENDING, (ordering_key,)).fetchone()
-
-    def _runnable_left(self, ordering_key: str) -> bool:
-        row = self._peek(ordering_key)
-        return row is not None and row["wait"] <= 0
-
-    def _hand_over(self, ordering_key: str) -> None:
+    def _hand_over(self, event_id: str) -> None:
         """Leave the rest of the key to another worker: a message for its earliest pending event."""
-        row = self._peek(ordering_key)
-        if row is None:
-            return
         try:
-            self.enqueue(row["id"], None)
+            self.enqueue(event_id, None)
         except Exception as e:
-            log.warning("worker.hand_over_failed", event_id=row["id"], error=error_line(e))
+            log.warning("worker.hand_over_failed", event_id=event_id, error=error_line(e))
+
+
+def _event(row: dict[str, Any]) -> Event:
+    return Event(
+        id=row["id"],
+        type=row["type"],
+        created=row["created"],
+        livemode=row["livemode"],
+        api_version=row["api_version"],
+        account=row["account"],
+        ordering_key=row["ordering_key"],
+        payload=row["payload"],
+        attempt=row["attempts"] + 1,
+    )

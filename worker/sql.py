@@ -7,12 +7,15 @@ TRY_LOCK = "SELECT pg_try_advisory_xact_lock(%s) AS locked"
 
 EVENT_HEAD = "SELECT ordering_key, status FROM stripe_events WHERE id = %s"
 
-# The earliest pending event of a key, in creation order; `wait` > 0 while it waits for a retry.
+# The earliest pending event of a key, in creation order; `wait` > 0 while it waits for a retry;
+# `more`: the key has another pending event (worth keeping the transaction open for).
 NEXT_PENDING = """
 SELECT id, type, created, livemode, api_version, account, ordering_key, received_at, attempts,
        GREATEST(0, EXTRACT(EPOCH FROM next_attempt_at - clock_timestamp()))::float8 AS wait,
+       EXISTS (SELECT 1 FROM stripe_events o
+               WHERE o.ordering_key = %(key)s AND o.status = 'pending' AND o.id <> e.id) AS more,
        payload
-FROM stripe_events
+FROM stripe_events e
 WHERE ordering_key = %(key)s AND status = 'pending'
   -- Pipelined after TRY_LOCK: scan (and row-lock) nothing unless we hold the key. Re-entrant.
   AND (SELECT pg_try_advisory_xact_lock(%(lock)s))
@@ -30,7 +33,6 @@ ORDER BY created, received_at, id
 LIMIT 1
 """
 
-# `more`: another pending event of the key exists (this statement does not see its own update).
 FINISH = """
 WITH done AS (
     UPDATE stripe_events
@@ -43,10 +45,7 @@ WITH done AS (
     SELECT id, attempts, %(started)s, processed_at, %(status)s, %(worker)s FROM done
     RETURNING finished_at
 )
-SELECT finished_at,
-       EXISTS (SELECT 1 FROM stripe_events
-               WHERE ordering_key = %(key)s AND status = 'pending' AND id <> %(id)s) AS more
-FROM logged
+SELECT finished_at FROM logged
 """
 
 # The retry's message is due at next_attempt_at; the sweeper's lease counts from then.

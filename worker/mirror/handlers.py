@@ -3,7 +3,8 @@ plus the notifications the change calls for, all in the worker's transaction."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -38,6 +39,23 @@ def _current(tx: Tx, event: Event, kind: str) -> tuple[Mapping[str, Any], Row]:
     return obj, _source(event)
 
 
+@contextlib.contextmanager
+def _charge_locked(tx: Tx, charge_id: str | None) -> Iterator[None]:
+    """Run the write under a lock per charge, taken in the statement before it.
+
+    A charge and the disputes and refunds naming it are events of different keys, processed in
+    parallel; each links the customer to what the other wrote. Without the lock, two uncommitted
+    writes miss each other and the dispute keeps no customer. With it, the second waits for the
+    first to commit, and its statement (a new snapshot, READ COMMITTED) sees the first's row.
+    Pipelined: one round trip."""
+    if not charge_id:
+        yield
+        return
+    with tx.conn.pipeline():
+        tx.execute(queries.LOCK_CHARGE, {"charge_id": charge_id})
+        yield
+
+
 def _skip(event: Event, table: str) -> None:
     log.warning("mirror.object_without_id", event_type=event.type, table=table)
 
@@ -66,8 +84,6 @@ def subscription_changed(tx: Tx, event: Event) -> None:
     if not row["id"]:
         return _skip(event, "subscriptions")
     tx.execute(queries.UPSERT_SUBSCRIPTION, {**row, **source})
-    current = tx.execute(queries.SUBSCRIPTION_BY_ID, {"id": row["id"]}).fetchone()
-    assert current is not None
     customer_id = row["customer_id"]
     if event.type == "customer.subscription.deleted":
         notify(
@@ -77,7 +93,12 @@ def subscription_changed(tx: Tx, event: Event) -> None:
             customer_id,
             {"subscription": row["id"], "ended_at": _iso(row["ended_at"] or row["canceled_at"])},
         )
-    elif event.type == "customer.subscription.trial_will_end" and current["status"] == "trialing":
+    elif event.type == "customer.subscription.trial_will_end":
+        # The row as it is now (the upsert may have skipped a stale snapshot).
+        current = tx.execute(queries.SUBSCRIPTION_BY_ID, {"id": row["id"]}).fetchone()
+        assert current is not None
+        if current["status"] != "trialing":
+            return
         notify(
             tx,
             event,
@@ -85,6 +106,12 @@ def subscription_changed(tx: Tx, event: Event) -> None:
             customer_id,
             {"subscription": row["id"], "trial_end": _iso(current["trial_end"])},
         )
+
+
+# The invoice events that may notify, and so read the row back after the upsert.
+_INVOICE_NOTICES = frozenset(
+    ("invoice.paid", "invoice.payment_failed", "invoice.payment_action_required")
+)
 
 
 @handles(
@@ -104,6 +131,8 @@ def invoice_changed(tx: Tx, event: Event) -> None:
     if not row["id"]:
         return _skip(event, "invoices")
     tx.execute(queries.UPSERT_INVOICE, {**row, **source})
+    if event.type not in _INVOICE_NOTICES:
+        return
     if event.type == "invoice.payment_failed":
         grace = timedelta(days=tx.settings.grace_period_days)
         current = tx.execute(
@@ -141,12 +170,9 @@ def charge_changed(tx: Tx, event: Event) -> None:
     row = shapes.charge(event.object)
     if not row["id"]:
         return _skip(event, "charges")
-    tx.execute(queries.UPSERT_CHARGE, {**row, **_source(event)})
     customer_id = row["customer_id"]
-    if customer_id:
-        tx.execute(
-            queries.LINK_CHARGE_CUSTOMER, {"customer_id": customer_id, "charge_id": row["id"]}
-        )
+    with _charge_locked(tx, row["id"] if customer_id else None):
+        tx.execute(queries.UPSERT_CHARGE_AND_LINK, {**row, **_source(event)})
     if event.type == "charge.refunded":
         notify(
             tx,
@@ -172,7 +198,9 @@ def dispute_changed(tx: Tx, event: Event) -> None:
     row = shapes.dispute(event.object)
     if not row["id"]:
         return _skip(event, "disputes")
-    written = tx.execute(queries.UPSERT_DISPUTE, {**row, **_source(event)}).fetchone()
+    with _charge_locked(tx, row["charge_id"]):
+        cur = tx.execute(queries.UPSERT_DISPUTE, {**row, **_source(event)})
+    written = cur.fetchone()
     if event.type == "charge.dispute.created":
         customer_id = written["customer_id"] if written else None
         if customer_id is None and row["charge_id"]:
@@ -198,7 +226,8 @@ def refund_changed(tx: Tx, event: Event) -> None:
     row = shapes.refund(event.object)
     if not row["id"]:
         return _skip(event, "refunds")
-    tx.execute(queries.UPSERT_REFUND, {**row, **_source(event)})
+    with _charge_locked(tx, row["charge_id"]):
+        tx.execute(queries.UPSERT_REFUND, {**row, **_source(event)})
 
 
 @handles("checkout.session.completed")

@@ -185,14 +185,26 @@ RETURNING t.id, t.customer_id, t.amount_refunded, t.refunded, t.currency
 """
 
 # Disputes and refunds name a charge, not a customer: whichever row is written second links them.
-LINK_CHARGE_CUSTOMER: LiteralString = """
-WITH d AS (
+# One statement with the charge's upsert (one round trip); a charge without a customer links none.
+UPSERT_CHARGE_AND_LINK: LiteralString = (
+    """
+WITH charge AS ("""
+    + UPSERT_CHARGE
+    + """), linked_disputes AS (
     UPDATE disputes SET customer_id = %(customer_id)s
-    WHERE charge_id = %(charge_id)s AND customer_id IS NULL
+    WHERE charge_id = %(id)s AND customer_id IS NULL AND %(customer_id)s::text IS NOT NULL
+), linked_refunds AS (
+    UPDATE refunds SET customer_id = %(customer_id)s
+    WHERE charge_id = %(id)s AND customer_id IS NULL AND %(customer_id)s::text IS NOT NULL
 )
-UPDATE refunds SET customer_id = %(customer_id)s
-WHERE charge_id = %(charge_id)s AND customer_id IS NULL
+SELECT count(*) AS written FROM charge
 """
+)
+
+# Two-key advisory locks are a space apart from the workers' one-key ordering locks.
+LOCK_CHARGE: LiteralString = (
+    "SELECT pg_advisory_xact_lock(1667785586, hashtext(%(charge_id)s)) AS locked"
+)
 
 UPSERT_DISPUTE: LiteralString = """
 INSERT INTO disputes AS t (

@@ -4,15 +4,18 @@ object's fields, its source event and time; the event is `processed`; unhandled 
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
+from shared.db import connect
 from shared.settings import Settings
 from tests.support import corpus_files, load_event, unique_event
-from tests.worker.mirror.support import apply, row, rows
-from worker.registry import REGISTRY
+from tests.worker.mirror.support import apply, row, rows, store
+from worker.mirror import handlers
+from worker.registry import REGISTRY, Event, Tx
 
 TABLES = {
     "checkout.session.": "checkout_sessions",
@@ -244,3 +247,53 @@ def test_checkout_session_links_the_app_user(settings: Settings) -> None:
             "metadata": {"account": "acme"},
         }
     ]
+
+
+@pytest.mark.parametrize("first", ["charge", "dispute"])
+def test_concurrent_charge_and_dispute_link_the_customer_whichever_commits_first(
+    settings: Settings, first: str
+) -> None:
+    """A charge (customer's key) and its dispute (the charge's key) run in parallel
+    transactions: the second waits for the first to commit, then links the customer."""
+    dispute = unique_event("stripe-sync-engine__charge_dispute_created__1", "race" + first)
+    charge = unique_event("stripe-sync-engine__charge_succeeded__1", "race" + first)
+    dispute["data"]["object"]["charge"] = charge["data"]["object"]["id"]
+    customer = charge["data"]["object"]["customer"]
+    store(settings, [charge, dispute])
+    events = {
+        "charge": (handlers.charge_changed, _event_of(charge)),
+        "dispute": (handlers.dispute_changed, _event_of(dispute)),
+    }
+    second = "dispute" if first == "charge" else "charge"
+    with connect(settings.database_url) as one, connect(settings.database_url) as two:
+        handler, event = events[first]
+        handler(Tx(conn=one, settings=settings), event)  # written, not committed
+        done = threading.Event()
+
+        def run_second() -> None:
+            handler2, event2 = events[second]
+            handler2(Tx(conn=two, settings=settings), event2)
+            two.commit()
+            done.set()
+
+        thread = threading.Thread(target=run_second)
+        thread.start()
+        assert not done.wait(0.5)  # waits for the first transaction's charge lock
+        one.commit()
+        thread.join(10)
+        assert done.is_set()
+    found = row(settings, "disputes", dispute["data"]["object"]["id"])
+    assert found is not None and found["customer_id"] == customer
+
+
+def _event_of(payload: dict[str, Any]) -> Event:
+    return Event(
+        id=payload["id"],
+        type=payload["type"],
+        created=datetime.fromtimestamp(payload["created"], UTC),
+        livemode=bool(payload.get("livemode")),
+        api_version=payload.get("api_version"),
+        account=None,
+        ordering_key="irrelevant",
+        payload=payload,
+    )
