@@ -33,6 +33,10 @@ _PR_SET_PDEATHSIG = 1
 _RESTART_MIN_S, _RESTART_MAX_S = 0.5, 30.0
 # A child that ran this long was healthy: the next restart is quick again.
 _HEALTHY_AFTER_S = 60.0
+# Dramatiq's Redis consumer backs off up to its worker timeout (default 1000 ms) while a queue is
+# empty, so the first message after a quiet spell waited up to a second. Its CLI has no option:
+# the worker reads `dramatiq_worker_timeout` from its environment (an operator's value wins).
+IDLE_POLL_MS = 100
 
 
 def dramatiq_command(settings: Settings) -> list[str]:
@@ -81,6 +85,7 @@ class Supervisor:
         env = os.environ.copy()  # passed through unchanged, plus where metrics go
         env["dramatiq_prom_db"] = self.metrics_dir
         env["PROMETHEUS_MULTIPROC_DIR"] = self.metrics_dir
+        env.setdefault("dramatiq_worker_timeout", str(IDLE_POLL_MS))
         return subprocess.Popen(self.command, env=env, preexec_fn=_in_own_group_dying_with_parent)
 
     @staticmethod

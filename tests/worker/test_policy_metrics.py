@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 import time
+from pathlib import Path
 
 import prometheus_client
 from psycopg_pool import ConnectionPool
@@ -15,6 +17,7 @@ from tests.worker.support import T0, make_event, store
 from worker.metrics import DatabaseGauges, WorkerMetrics
 from worker.policy import backoff_ms, error_line, key_lock_id
 from worker.processing import Processor
+from worker.supervisor import Supervisor
 
 
 def test_backoff_grows_exponentially_within_bounds_with_jitter() -> None:
@@ -95,3 +98,14 @@ def test_supervisor_exits_2_when_a_handler_module_does_not_import(env: dict[str,
         assert worker.proc.returncode == 2, worker.logs()
     assert "worker.configuration_error" in worker.logs()
     assert "No module named 'tests.worker.no_such_module'" in worker.logs()
+
+
+def test_supervisor_makes_idle_workers_poll_every_100_ms_unless_told_otherwise(
+    tmp_path: Path,
+) -> None:
+    """Dramatiq's default idle back-off (1 s) delayed the first event after a quiet spell."""
+    out = tmp_path / "timeout"
+    script = "import os, sys; open(sys.argv[1], 'w').write(os.environ['dramatiq_worker_timeout'])"
+    child = Supervisor([sys.executable, "-c", script, str(out)])._start()
+    assert child.wait(10) == 0
+    assert out.read_text() == "100"
