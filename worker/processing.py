@@ -133,15 +133,15 @@ class Processor:
             head = round_.head  # read after the key was let go: a lost try-lock relies on it
             if head is None or idle_rounds > 3:
                 return outcomes
+            if any(o.event_id == head["id"] and o.status == "retry" for o in outcomes):
+                return outcomes  # failed here: its delayed message is on the way
             if head["wait"] <= 0:
                 if self.stopping.is_set() or time.monotonic() > deadline:
                     self._hand_over(head["id"])
                     return outcomes
                 continue
-            # This message's own retry arrived a little early (clock skew): wait for it, unless
-            # this drain just failed it (then its delayed message is on the way).
-            early = head["id"] == for_event and head["wait"] <= EARLY_TOLERANCE_SECONDS
-            if early and not any(o.event_id == for_event for o in outcomes):
+            # This message's own retry arrived a little early (clock skew): wait for it.
+            if head["id"] == for_event and head["wait"] <= EARLY_TOLERANCE_SECONDS:
                 time.sleep(head["wait"] + 0.01)
                 continue
             return outcomes
@@ -164,17 +164,18 @@ class Processor:
     ) -> _Round | str:
         """Lock the key and run its events in creation order, each in its own savepoint, up to
         MAX_BATCH per transaction; every event's effects commit with its status."""
-        key = {"lock": lock_id, "key": ordering_key}
         with conn.pipeline():
             conn.execute("BEGIN")
-            locked_cur = conn.execute(sql.TRY_LOCK, (lock_id,))
-            row_cur = conn.execute(sql.NEXT_PENDING, key)
+            row_cur = conn.execute(
+                sql.LOCK_NEXT, {"lock": lock_id, "key": ordering_key, "done": None}
+            )
             conn.execute("SAVEPOINT handlers")
-        locked = locked_cur.fetchone()
-        row = row_cur.fetchone()
-        if not (locked and locked["locked"]):
+        first = row_cur.fetchone()
+        assert first is not None
+        if not first["locked"]:
             conn.execute("ROLLBACK")
             return _BUSY
+        row = first if first["id"] is not None else None
         done: list[_Done] = []
         batch_end = time.monotonic() + MAX_BATCH_SECONDS
         while row is not None and row["wait"] <= 0:
@@ -192,8 +193,8 @@ class Processor:
                     self._after_commit(tx, outcome)
                     return _Round([d.outcome for d in done] + [outcome], head)
                 status = "processed" if handlers else "ignored"
-                params = {"status": status, "id": event.id, "started": started}
-                params["worker"] = self.worker_id
+                params = {"status": status, "done": event.id, "started": started}
+                params.update(key=ordering_key, worker=self.worker_id)
                 more = (
                     row["more"]
                     and len(done) + 1 < MAX_BATCH
@@ -202,12 +203,11 @@ class Processor:
                 )
                 with conn.pipeline():
                     if more:
-                        conn.execute("RELEASE SAVEPOINT handlers")
-                    finish_cur = conn.execute(sql.FINISH, params)
-                    if more:
+                        # Savepoints nest (at most MAX_BATCH): a rollback undoes one event.
+                        finish_cur = conn.execute(sql.FINISH_NEXT, params)
                         conn.execute("SAVEPOINT handlers")
-                        row_cur = conn.execute(sql.NEXT_PENDING, key)
                     else:
+                        finish_cur = conn.execute(sql.FINISH, params)
                         conn.execute("COMMIT")
                         head_cur = conn.execute(sql.PEEK_PENDING, (ordering_key,))
                 finished = finish_cur.fetchone()
@@ -217,7 +217,7 @@ class Processor:
                 self._log_finished(event, outcome, started)
             if not more:
                 return self._committed(done, head_cur.fetchone())
-            row = row_cur.fetchone()
+            row = finished if finished["id"] is not None else None
         # Nothing runnable (left) under the lock: commit what is done, then look again.
         with conn.pipeline():
             conn.execute("COMMIT")

@@ -2,27 +2,39 @@
 
 from __future__ import annotations
 
-# Held until the transaction ends: one holder per ordering key across all processes and hosts.
-TRY_LOCK = "SELECT pg_try_advisory_xact_lock(%s) AS locked"
-
 EVENT_HEAD = "SELECT ordering_key, status FROM stripe_events WHERE id = %s"
 
-# The earliest pending event of a key, in creation order; `wait` > 0 while it waits for a retry;
-# `more`: the key has another pending event (worth keeping the transaction open for).
-NEXT_PENDING = """
-SELECT id, type, created, livemode, api_version, account, ordering_key, received_at, attempts,
-       GREATEST(0, EXTRACT(EPOCH FROM next_attempt_at - clock_timestamp()))::float8 AS wait,
-       EXISTS (SELECT 1 FROM stripe_events o
-               WHERE o.ordering_key = %(key)s AND o.status = 'pending' AND o.id <> e.id) AS more,
-       payload
-FROM stripe_events e
-WHERE ordering_key = %(key)s AND status = 'pending'
-  -- Pipelined after TRY_LOCK: scan (and row-lock) nothing unless we hold the key. Re-entrant.
-  AND (SELECT pg_try_advisory_xact_lock(%(lock)s))
-ORDER BY created, received_at, id
-LIMIT 1
-FOR UPDATE
+# The earliest pending event of a key in creation order besides `done` (the event the statement
+# finishes, if any), row-locked, and only read when `l.locked`; `wait` > 0 while it waits for a
+# retry; `more`: the key has yet another pending event (worth keeping the transaction open for).
+_NEXT_OF_KEY = """
+LEFT JOIN LATERAL (
+    SELECT id, type, created, livemode, api_version, account, ordering_key, received_at,
+           attempts,
+           GREATEST(0, EXTRACT(EPOCH FROM next_attempt_at - clock_timestamp()))::float8 AS wait,
+           EXISTS (SELECT 1 FROM stripe_events o
+                   WHERE o.ordering_key = %(key)s AND o.status = 'pending' AND o.id <> e.id
+                     AND o.id IS DISTINCT FROM %(done)s::text) AS more,
+           payload
+    FROM stripe_events e
+    WHERE l.locked AND ordering_key = %(key)s AND status = 'pending'
+      AND id IS DISTINCT FROM %(done)s::text
+    ORDER BY created, received_at, id
+    LIMIT 1
+    FOR UPDATE
+) n ON true
 """
+
+# Take the key's lock, held until the transaction ends: one holder per ordering key across all
+# processes and hosts (re-entrant); `locked` is false while another transaction holds it. Then
+# its next event (null columns when none): nothing is scanned or row-locked without the lock.
+LOCK_NEXT = (
+    """
+SELECT l.locked, n.*
+FROM (SELECT pg_try_advisory_xact_lock(%(lock)s) AS locked) l
+"""
+    + _NEXT_OF_KEY
+)
 
 # The same without the payload or a row lock: is anything runnable left for this key?
 PEEK_PENDING = """
@@ -33,20 +45,30 @@ ORDER BY created, received_at, id
 LIMIT 1
 """
 
-FINISH = """
+_FINISH = """
 WITH done AS (
     UPDATE stripe_events
     SET status = %(status)s, attempts = attempts + 1, processed_at = clock_timestamp(),
         process_seq = nextval('process_seq'), next_attempt_at = NULL
-    WHERE id = %(id)s
+    WHERE id = %(done)s
     RETURNING id, attempts, processed_at
 ), logged AS (
     INSERT INTO event_attempts (event_id, attempt, started_at, finished_at, outcome, worker)
     SELECT id, attempts, %(started)s, processed_at, %(status)s, %(worker)s FROM done
     RETURNING finished_at
 )
-SELECT finished_at FROM logged
 """
+
+FINISH = _FINISH + "SELECT finished_at FROM logged"
+
+# Finish an event and take the key's next one in the same statement (the key is held).
+FINISH_NEXT = (
+    _FINISH
+    + """SELECT (SELECT finished_at FROM logged) AS finished_at, n.*
+FROM (SELECT true AS locked) l
+"""
+    + _NEXT_OF_KEY
+)
 
 # The retry's message is due at next_attempt_at; the sweeper's lease counts from then.
 RETRY_LATER = """
