@@ -29,11 +29,14 @@ def make_broker(settings: Settings, *, middleware: list[object] | None = None) -
     return broker
 
 
-def event_message(event_id: str) -> dramatiq.Message[object]:
+def event_message(event_id: str, ordering_key: str | None = None) -> dramatiq.Message[object]:
+    """The message for one stored event. With its `ordering_key` the worker skips a look-up;
+    only send it once every worker runs a version whose actor accepts it (older ones take
+    the id alone)."""
     return dramatiq.Message(
         queue_name=QUEUE_NAME,
         actor_name=PROCESS_ACTOR,
-        args=(event_id,),
+        args=(event_id,) if ordering_key is None else (event_id, ordering_key),
         kwargs={},
         options={},
     )

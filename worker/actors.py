@@ -17,5 +17,6 @@ log = structlog.get_logger(__name__)
 
 
 @dramatiq.actor(actor_name=PROCESS_ACTOR, queue_name=QUEUE_NAME, max_retries=0)
-def process_event(event_id: str) -> None:
-    runtime.processor().handle(event_id)
+def process_event(event_id: str, ordering_key: str | None = None) -> None:
+    # Messages carry the id alone, or the id and its ordering key (no look-up then).
+    runtime.processor().handle(event_id, ordering_key)

@@ -278,3 +278,20 @@ def test_after_commit_callbacks_run_after_the_commit_and_never_after_a_rollback(
     processor.handle("evt_f")
     assert seen == [("evt_ok", "processed")]
     assert status_of("evt_f") == "pending"
+
+
+def test_a_message_with_its_ordering_key_is_processed_and_a_finished_one_is_a_no_op(
+    effects_db: str, processor: Processor
+) -> None:
+    store(
+        effects_db,
+        [
+            make_event("evt_k2", "cus_k", T0 + 1, h.RECORD),
+            make_event("evt_k1", "cus_k", T0, h.RECORD),
+        ],
+    )
+    # The key's events in creation order, whichever event the message names.
+    assert [o.event_id for o in processor.handle("evt_k2", "cus_k")] == ["evt_k1", "evt_k2"]
+    assert processor.handle("evt_k1", "cus_k") == []
+    assert effects(effects_db) == {"evt_k1": 1, "evt_k2": 1}
+    assert_creation_order(effects_db)
