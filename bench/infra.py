@@ -100,13 +100,15 @@ class RedisSpace:
         """Event ids of the messages held for `queue` (waiting, in flight, or delayed)."""
         import orjson
 
+        from shared.broker import message_event_ids
+
         client = self.client()
         try:
             ids: list[str] = []
             for key in (f"{namespace}:{queue}.msgs", f"{namespace}:{queue}.DQ.msgs"):
                 for raw in client.hvals(key):
                     message = orjson.loads(raw)
-                    ids.extend(str(a) for a in message.get("args", ())[:1])
+                    ids.extend(message_event_ids(message["actor_name"], message["args"]))
             return ids
         finally:
             client.close()

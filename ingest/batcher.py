@@ -53,7 +53,7 @@ class Batcher:
         max_rows: int,
         window_s: float,
         max_inflight: int,
-        on_new: Callable[[list[str]], None],
+        on_new: Callable[[list[tuple[str, str]]], None],
         metrics: IntakeMetrics,
         acquire_timeout_s: float = ACQUIRE_TIMEOUT_S,
     ) -> None:
@@ -154,7 +154,7 @@ class Batcher:
             new, failed = await self._write(rows)
             self._resolve(batch, new, failed)
             if new:
-                self._on_new([row.id for row in rows if row.id in new])
+                self._on_new([(row.id, row.ordering_key) for row in rows if row.id in new])
         except Exception as e:  # never leave a request waiting forever
             log.exception("intake.flush_crashed", rows=len(batch))
             _fail(batch, DatabaseUnavailable(type(e).__name__))

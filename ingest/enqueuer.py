@@ -28,11 +28,13 @@ from dramatiq.common import current_millis
 from dramatiq.encoder import JSONEncoder
 
 from ingest.metrics import IntakeMetrics
-from shared.broker import PROCESS_ACTOR, QUEUE_NAME
+from shared.broker import PROCESS_MANY_ACTOR, QUEUE_NAME
 
 log = structlog.get_logger("ingest.enqueuer")
 
 MAX_IDS_PER_SEND = 500
+# Events named by one message: a worker processes them together, many keys per transaction.
+EVENTS_PER_MESSAGE = 32
 # Ids kept while Redis does not take them; beyond this they are counted as failed at once.
 MAX_BACKLOG = 100_000
 
@@ -101,20 +103,24 @@ class RedisEnqueue:
             }
         )
 
-    async def __call__(self, event_ids: list[str]) -> None:
-        if not event_ids:
+    async def __call__(self, events: list[tuple[str, str]]) -> None:
+        """One `process_events` message per EVENTS_PER_MESSAGE (id, ordering key) pairs."""
+        if not events:
             return
         broker = self._broker
         hooks = self._hooks
         args: list[str | bytes | int] = [current_millis(), broker.broker_id]
         messages: list[Message[object]] = []
-        hexes = os.urandom(32 * len(event_ids)).hex()
-        for i, event_id in enumerate(event_ids):
+        chunks = [
+            events[i : i + EVENTS_PER_MESSAGE] for i in range(0, len(events), EVENTS_PER_MESSAGE)
+        ]
+        hexes = os.urandom(32 * len(chunks)).hex()
+        for i, chunk in enumerate(chunks):
             redis_id = _uuid4(hexes, 64 * i)
             message: Message[object] = Message(
                 queue_name=QUEUE_NAME,
-                actor_name=PROCESS_ACTOR,
-                args=(event_id,),
+                actor_name=PROCESS_MANY_ACTOR,
+                args=([[event_id, key] for event_id, key in chunk],),
                 kwargs={},
                 options={"redis_message_id": redis_id},
                 message_id=_uuid4(hexes, 64 * i + 32),
@@ -137,26 +143,26 @@ class RedisEnqueue:
 
 class Enqueuer:
     def __init__(
-        self, send: Callable[[list[str]], Awaitable[None]], metrics: IntakeMetrics
+        self, send: Callable[[list[tuple[str, str]]], Awaitable[None]], metrics: IntakeMetrics
     ) -> None:
         self._send = send
         self._metrics = metrics
-        self._ids: deque[str] = deque()
+        self._ids: deque[tuple[str, str]] = deque()
         self._wake = asyncio.Event()
         self._closing = False
         self._runner: asyncio.Task[None] | None = None
-        self._sending: list[str] = []
+        self._sending: list[tuple[str, str]] = []
 
     def start(self) -> None:
         self._runner = asyncio.get_running_loop().create_task(self._run(), name="intake-enqueuer")
 
-    def submit(self, event_ids: Iterable[str]) -> None:
-        """Hand over committed new ids; never blocks, never raises."""
-        for event_id in event_ids:
+    def submit(self, events: Iterable[tuple[str, str]]) -> None:
+        """Hand over committed new events ((id, ordering key) pairs); never blocks, never raises."""
+        for event in events:
             if len(self._ids) >= MAX_BACKLOG:
-                self._failed([event_id], "enqueue backlog full")
+                self._failed([event], "enqueue backlog full")
             else:
-                self._ids.append(event_id)
+                self._ids.append(event)
         self._wake.set()
 
     @property
@@ -198,8 +204,7 @@ class Enqueuer:
                 self._metrics.enqueued.inc(len(batch))
             self._sending = []  # left as is when cancelled: close() counts it
 
-    def _failed(self, event_ids: list[str], error: str) -> None:
-        self._metrics.enqueue_failures.inc(len(event_ids))
-        log.warning(
-            "webhook.enqueue_failed", count=len(event_ids), event_ids=event_ids[:20], error=error
-        )
+    def _failed(self, events: list[tuple[str, str]], error: str) -> None:
+        self._metrics.enqueue_failures.inc(len(events))
+        event_ids = [event_id for event_id, _ in events[:20]]
+        log.warning("webhook.enqueue_failed", count=len(events), event_ids=event_ids, error=error)

@@ -5,7 +5,8 @@ The receiver enqueues without importing the worker's actors: it builds the messa
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
@@ -13,7 +14,10 @@ from dramatiq.brokers.redis import RedisBroker
 from shared.settings import Settings
 
 QUEUE_NAME = "stripe-events"
+# One event: its id, or its id and ordering key (retries, the sweeper, replays).
 PROCESS_ACTOR = "process_event"
+# Many events: one argument, a list of [id, ordering key] pairs (the receiver, one per batch).
+PROCESS_MANY_ACTOR = "process_events"
 
 
 def make_broker(settings: Settings, *, middleware: list[object] | None = None) -> RedisBroker:
@@ -40,6 +44,24 @@ def event_message(event_id: str, ordering_key: str | None = None) -> dramatiq.Me
         kwargs={},
         options={},
     )
+
+
+def events_message(events: Sequence[tuple[str, str]]) -> dramatiq.Message[object]:
+    """The message for several stored events, each with its ordering key."""
+    return dramatiq.Message(
+        queue_name=QUEUE_NAME,
+        actor_name=PROCESS_MANY_ACTOR,
+        args=([[event_id, key] for event_id, key in events],),
+        kwargs={},
+        options={},
+    )
+
+
+def message_event_ids(actor_name: str, args: Sequence[Any]) -> list[str]:
+    """The event ids a message of either actor names (for tools and tests that read queues)."""
+    if actor_name == PROCESS_MANY_ACTOR:
+        return [str(pair[0]) for pair in args[0]]
+    return [str(args[0])]
 
 
 def enqueue_events(

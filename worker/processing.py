@@ -22,7 +22,7 @@ import contextlib
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -34,7 +34,7 @@ from psycopg_pool import ConnectionPool
 
 from shared.db import Connection
 from shared.settings import Settings
-from worker import sql
+from worker import batches, sql
 from worker.metrics import WorkerMetrics
 from worker.policy import backoff_ms, error_line, key_lock_id, traceback_text
 from worker.registry import REGISTRY, Event, Handler, Registry, Tx
@@ -113,6 +113,11 @@ class Processor:
                 ordering_key = head["ordering_key"]
             return self._drain(conn, ordering_key, event_id)
 
+    def handle_many(self, events: Sequence[tuple[str, str]]) -> list[Outcome]:
+        """Handle a message naming many events ((id, ordering key) pairs): their keys are
+        processed together, many per transaction (see `worker.batches`)."""
+        return batches.handle_many(self, events)
+
     def drain(self, ordering_key: str, for_event: str | None = None) -> list[Outcome]:
         """Finish what is runnable for the key, in creation order, while we hold it."""
         with self._connection() as conn:
@@ -137,7 +142,7 @@ class Processor:
                 return outcomes  # failed here: its delayed message is on the way
             if head["wait"] <= 0:
                 if self.stopping.is_set() or time.monotonic() > deadline:
-                    self._hand_over(head["id"])
+                    self.hand_over(head["id"])
                     return outcomes
                 continue
             # This message's own retry arrived a little early (clock skew): wait for it.
@@ -145,6 +150,33 @@ class Processor:
                 time.sleep(head["wait"] + 0.01)
                 continue
             return outcomes
+
+    # What `worker.batches` uses of the processor.
+    drain_seconds = MAX_DRAIN_SECONDS
+
+    def drain_key(self, conn: Connection, ordering_key: str) -> list[Outcome]:
+        return self._drain(conn, ordering_key, None)
+
+    def event_of(self, row: dict[str, Any]) -> Event:
+        return _event(row)
+
+    def batch_committed(
+        self, done: list[tuple[Tx, Event, str, datetime, datetime, datetime]]
+    ) -> list[Outcome]:
+        """After a round's commit: metrics, logs and after-commit callbacks of its events."""
+        outcomes = []
+        for tx, event, status, started, received, finished in done:
+            outcome = Outcome(event.id, status, event.attempt)
+            with structlog.contextvars.bound_contextvars(event_id=event.id, event_type=event.type):
+                self._log_finished(event, outcome, started)
+            if self.metrics is not None:
+                self.metrics.observe_finished(event.type, status, event.created, received, finished)
+            self._after_commit(tx, outcome)
+            outcomes.append(outcome)
+        return outcomes
+
+    def connection(self) -> contextlib.AbstractContextManager[Connection]:
+        return self._connection()
 
     @contextlib.contextmanager
     def _connection(self) -> Iterator[Connection]:
@@ -234,7 +266,7 @@ class Processor:
         return _Round([d.outcome for d in done], head)
 
     @property
-    def _failure_types(self) -> tuple[type[BaseException], ...]:
+    def failure_types(self) -> tuple[type[BaseException], ...]:
         return (Exception, *self.failures)
 
     def _run_handlers(
@@ -246,7 +278,7 @@ class Processor:
                 handler(tx, event)
             if conn.info.transaction_status != TransactionStatus.INTRANS:
                 raise RuntimeError("a handler committed, rolled back or broke the transaction")
-        except self._failure_types as e:
+        except self.failure_types as e:
             return e, traceback.format_exc()
         return None
 
@@ -316,7 +348,7 @@ class Processor:
                     "worker.after_commit_failed", event_id=outcome.event_id, error=error_line(e)
                 )
 
-    def _hand_over(self, event_id: str) -> None:
+    def hand_over(self, event_id: str) -> None:
         """Leave the rest of the key to another worker: a message for its earliest pending event."""
         try:
             self.enqueue(event_id, None)

@@ -70,6 +70,58 @@ FROM (SELECT true AS locked) l
     + _NEXT_OF_KEY
 )
 
+# Many keys at once (a message naming many events): every key's try-lock, taken in the order
+# given, and each locked key's earliest pending events in creation order (at most `per_key`),
+# row-locked; a key that is busy or has nothing pending gives one row with a null id.
+LOCK_KEYS_NEXT = """
+SELECT l.key, l.locked, n.*
+FROM (
+    SELECT k AS key, pg_try_advisory_xact_lock(lk) AS locked
+    FROM unnest(%(keys)s::text[], %(locks)s::int8[]) WITH ORDINALITY AS u(k, lk, o)
+    ORDER BY o
+) l
+LEFT JOIN LATERAL (
+    SELECT id, type, created, livemode, api_version, account, ordering_key, received_at,
+           attempts,
+           GREATEST(0, EXTRACT(EPOCH FROM next_attempt_at - clock_timestamp()))::float8 AS wait,
+           payload
+    FROM stripe_events
+    WHERE l.locked AND ordering_key = l.key AND status = 'pending'
+    ORDER BY created, received_at, id
+    LIMIT %(per_key)s
+    FOR UPDATE
+) n ON true
+"""
+
+# Finish the events of a round in the order they ran: `process_seq` follows that order (the
+# ids are numbered as unnest gives them, before the join).
+FINISH_MANY = """
+WITH ran AS MATERIALIZED (
+    SELECT r.id, r.status, r.started, nextval('process_seq') AS seq
+    FROM unnest(%(ids)s::text[], %(statuses)s::text[], %(started)s::timestamptz[])
+        WITH ORDINALITY AS r(id, status, started, o)
+), done AS (
+    UPDATE stripe_events e
+    SET status = ran.status, attempts = e.attempts + 1, processed_at = clock_timestamp(),
+        process_seq = ran.seq, next_attempt_at = NULL
+    FROM ran
+    WHERE e.id = ran.id
+    RETURNING e.id, e.attempts, e.processed_at, ran.status, ran.started
+)
+INSERT INTO event_attempts (event_id, attempt, started_at, finished_at, outcome, worker)
+SELECT id, attempts, started, processed_at, status, %(worker)s FROM done
+RETURNING event_id, finished_at
+"""
+
+# Each key's earliest pending event and how long it still waits (0: runnable now).
+PEEK_KEYS = """
+SELECT DISTINCT ON (ordering_key) ordering_key, id,
+       GREATEST(0, EXTRACT(EPOCH FROM next_attempt_at - clock_timestamp()))::float8 AS wait
+FROM stripe_events
+WHERE ordering_key = ANY(%(keys)s::text[]) AND status = 'pending'
+ORDER BY ordering_key, created, received_at, id
+"""
+
 # The retry's message is due at next_attempt_at; the sweeper's lease counts from then.
 RETRY_LATER = """
 WITH failed AS (

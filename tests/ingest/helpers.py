@@ -17,7 +17,7 @@ from dramatiq import Message
 from psycopg.rows import dict_row
 from starlette.applications import Starlette
 
-from shared.broker import PROCESS_ACTOR, QUEUE_NAME
+from shared.broker import PROCESS_MANY_ACTOR, QUEUE_NAME, message_event_ids
 from tests.conftest import SECRET
 from tests.support import sign
 
@@ -36,7 +36,8 @@ class Stored:
         return {row["id"]: row for row in found}
 
     def queued(self) -> list[str]:
-        """Event ids of the messages waiting in the queue, in queue order."""
+        """Event ids named by the messages waiting in the queue, in queue order. The receiver
+        sends `process_events` messages, each naming its ids with their ordering keys."""
         client = redis.Redis.from_url(self.redis_url)
         try:
             pipe = client.pipeline(transaction=True)  # both keys at one instant
@@ -50,9 +51,9 @@ class Stored:
         ids = []
         for redis_id in order:
             message = Message.decode(bodies[redis_id.encode()])
-            assert message.actor_name == PROCESS_ACTOR
+            assert message.actor_name == PROCESS_MANY_ACTOR
             assert message.queue_name == QUEUE_NAME
-            ids.append(message.args[0])
+            ids.extend(message_event_ids(message.actor_name, message.args))
         return ids
 
     async def wait_queued(self, count: int, timeout: float = 5.0) -> list[str]:

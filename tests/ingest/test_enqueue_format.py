@@ -8,9 +8,12 @@ import pytest
 import redis
 from dramatiq import Message
 
-from ingest.enqueuer import RedisEnqueue
-from shared.broker import PROCESS_ACTOR, QUEUE_NAME, event_message, make_broker
+from ingest.enqueuer import EVENTS_PER_MESSAGE, RedisEnqueue
+from shared.broker import PROCESS_MANY_ACTOR, QUEUE_NAME, events_message, make_broker
 from shared.settings import Settings
+
+# Three messages: two full, one with the rest.
+EVENTS = [(f"evt_{i:03d}", f"cus_{i % 7}") for i in range(2 * EVENTS_PER_MESSAGE + 5)]
 
 
 def _text(value: bytes | str) -> str:
@@ -28,13 +31,13 @@ async def test_a_batch_is_stored_as_the_broker_stores_it_and_a_consumer_gets_it_
     broker = make_broker(settings)
     enqueue = RedisEnqueue(broker, redis_url)
     try:
-        await enqueue(["evt_a", "evt_b", "evt_c"])
+        await enqueue(EVENTS)
     finally:
         await enqueue.aclose()
     reference = make_broker(settings.with_overrides(redis_namespace=f"{redis_namespace}-ref"))
     client = redis.Redis.from_url(redis_url)
     try:
-        reference.enqueue(event_message("evt_ref"))
+        reference.enqueue(events_message([("evt_ref", "cus_ref")]))
         ours = {_text(k)[len(redis_namespace) :] for k in client.keys(f"{redis_namespace}:*")}
         theirs = {
             _text(k)[len(redis_namespace) + 4 :] for k in client.keys(f"{redis_namespace}-ref:*")
@@ -53,7 +56,7 @@ async def test_a_batch_is_stored_as_the_broker_stores_it_and_a_consumer_gets_it_
     assert heartbeats == [broker.broker_id.encode()]
     for message in stored:
         assert set(message.asdict()) == set(ref_stored.asdict())
-        assert (message.queue_name, message.actor_name) == (QUEUE_NAME, PROCESS_ACTOR)
+        assert (message.queue_name, message.actor_name) == (QUEUE_NAME, PROCESS_MANY_ACTOR)
         assert message.kwargs == {}
         assert set(message.options) == set(ref_stored.options) == {"redis_message_id"}
     assert (
@@ -65,7 +68,12 @@ async def test_a_batch_is_stored_as_the_broker_stores_it_and_a_consumer_gets_it_
     consumer = broker.consume(QUEUE_NAME, prefetch=10, timeout=1000)
     try:
         received = [next(consumer) for _ in range(3)]
-        assert [m.args for m in received if m is not None] == [("evt_a",), ("evt_b",), ("evt_c",)]
+        # EVENTS_PER_MESSAGE pairs per message, in the order given.
+        assert [[tuple(p) for p in m.args[0]] for m in received if m is not None] == [
+            EVENTS[:EVENTS_PER_MESSAGE],
+            EVENTS[EVENTS_PER_MESSAGE : 2 * EVENTS_PER_MESSAGE],
+            EVENTS[2 * EVENTS_PER_MESSAGE :],
+        ]
         for m in received:
             assert m is not None
             consumer.ack(m)

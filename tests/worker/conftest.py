@@ -6,8 +6,10 @@ import pytest
 from psycopg_pool import ConnectionPool
 
 from shared.db import Connection, make_pool
+from shared.settings import Settings
 from tests.procs import forget_recent, recent_logs
-from tests.worker.support import create_effects_table
+from tests.worker.support import Messages, create_effects_table
+from worker.processing import Processor
 
 
 @pytest.fixture
@@ -40,3 +42,15 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         if logs:
             report.sections.append(("processes", logs))
     return report
+
+
+@pytest.fixture
+def messages() -> Messages:
+    return Messages()
+
+
+@pytest.fixture
+def processor(
+    pool: ConnectionPool[Connection], settings: Settings, messages: Messages
+) -> Processor:
+    return Processor(pool=pool, settings=settings, enqueue=messages.enqueue, worker_id="test")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 import json
 import random
+import threading
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -13,6 +15,7 @@ from ingest.storage import insert_events_sync
 from shared.db import connect
 from tests.support import load_event
 from tests.worker.handlers import EFFECTS_DDL
+from worker.processing import Processor
 
 BASE = load_event("stripe-ruby-mock__customer.subscription.updated__1")
 T0 = 1_700_000_000
@@ -110,3 +113,24 @@ def effects(database_url: str) -> dict[str, int]:
             database_url, "SELECT event_id, count(*) AS n FROM worker_test_effects GROUP BY 1"
         )
     }
+
+
+class Messages:
+    """Stands in for the broker: the messages the processor sends, delivered when due."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[float, str, int | None]] = []
+        self._lock = threading.Lock()
+
+    def enqueue(self, event_id: str, delay_ms: int | None) -> None:
+        with self._lock:
+            self.sent.append((time.monotonic() + (delay_ms or 0) / 1000, event_id, delay_ms))
+
+    def deliver_all(self, processor: Processor, timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self.sent:
+            assert time.monotonic() < deadline, "messages kept coming"
+            self.sent.sort()
+            due, event_id, _ = self.sent.pop(0)
+            time.sleep(max(0.0, due - time.monotonic()))
+            processor.handle(event_id)

@@ -6,12 +6,10 @@ test_processes.py); the Processor is the same code the actor calls.
 
 from __future__ import annotations
 
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
-import pytest
 from psycopg_pool import ConnectionPool
 
 from shared.db import Connection
@@ -19,6 +17,7 @@ from shared.settings import Settings
 from tests.worker import handlers as h
 from tests.worker.support import (
     T0,
+    Messages,
     assert_creation_order,
     backlog,
     effects,
@@ -31,39 +30,6 @@ from tests.worker.support import (
 from worker.policy import key_lock_id
 from worker.processing import Processor
 from worker.registry import Event, Registry, Tx
-
-
-class Messages:
-    """Stands in for the broker: the messages the processor sends, delivered when due."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[float, str, int | None]] = []
-        self._lock = threading.Lock()
-
-    def enqueue(self, event_id: str, delay_ms: int | None) -> None:
-        with self._lock:
-            self.sent.append((time.monotonic() + (delay_ms or 0) / 1000, event_id, delay_ms))
-
-    def deliver_all(self, processor: Processor, timeout: float = 15.0) -> None:
-        deadline = time.monotonic() + timeout
-        while self.sent:
-            assert time.monotonic() < deadline, "messages kept coming"
-            self.sent.sort()
-            due, event_id, _ = self.sent.pop(0)
-            time.sleep(max(0.0, due - time.monotonic()))
-            processor.handle(event_id)
-
-
-@pytest.fixture
-def messages() -> Messages:
-    return Messages()
-
-
-@pytest.fixture
-def processor(
-    pool: ConnectionPool[Connection], settings: Settings, messages: Messages
-) -> Processor:
-    return Processor(pool=pool, settings=settings, enqueue=messages.enqueue, worker_id="test")
 
 
 def test_backlog_is_drained_per_key_in_creation_order(
