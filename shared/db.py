@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import orjson
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import DictRow, dict_row
+from psycopg.types.json import set_json_loads
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 
@@ -40,7 +42,9 @@ def connection(url: str, *, autocommit: bool = False) -> Iterator[Connection]:
 def make_pool(
     url: str, *, min_size: int = 1, max_size: int = 8, name: str = ""
 ) -> ConnectionPool[Connection]:
-    """A pool that is not opened yet: call `.open()` where the process starts."""
+    """A pool that is not opened yet: call `.open()` where the process starts. Its connections
+    parse json/jsonb with orjson (several times faster than the standard library's json for
+    the payloads the workers read)."""
     return ConnectionPool(
         url,
         min_size=min_size,
@@ -49,7 +53,12 @@ def make_pool(
         name=name or None,
         kwargs={"row_factory": dict_row, "connect_timeout": 5},
         connection_class=psycopg.Connection[DictRow],
+        configure=_use_orjson,
     )
+
+
+def _use_orjson(conn: Connection) -> None:
+    set_json_loads(orjson.loads, conn)
 
 
 def make_async_pool(
