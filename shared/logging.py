@@ -7,7 +7,7 @@ import logging
 import re
 import sys
 from collections.abc import MutableMapping
-from typing import Any
+from typing import Any, TextIO
 
 import orjson
 import structlog
@@ -47,7 +47,8 @@ def _orjson_dumps(value: Any, **kwargs: Any) -> str:
         return json.dumps(value, **kwargs)
 
 
-def configure_logging(settings: Settings) -> None:
+def configure_logging(settings: Settings, stream: TextIO | None = None) -> None:
+    """structlog as the settings say, one write per line to `stream` (default: stderr)."""
     level = logging.getLevelNamesMapping().get(settings.log_level.upper(), logging.INFO)
     renderer: Any = (
         structlog.processors.JSONRenderer(serializer=_orjson_dumps)
@@ -64,7 +65,7 @@ def configure_logging(settings: Settings) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.WriteLoggerFactory(file=stream or sys.stderr),
         cache_logger_on_first_use=True,
     )
     logging.basicConfig(level=max(level, logging.WARNING), stream=sys.stderr)

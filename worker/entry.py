@@ -9,9 +9,12 @@ is the order handlers run in.
 from __future__ import annotations
 
 import importlib
+import sys
+from typing import TextIO
 
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
+from dramatiq.compat import StreamablePipe
 
 from shared.broker import make_broker
 from shared.logging import configure_logging
@@ -21,7 +24,7 @@ from worker.metrics import WorkerPrometheus
 
 
 def setup(settings: Settings) -> RedisBroker:
-    configure_logging(settings)
+    configure_logging(settings, _log_stream())
     broker = make_broker(settings)  # with Dramatiq's default middleware
     rt = runtime.Runtime(settings=settings, broker=broker)
     broker.add_middleware(WorkerPrometheus())
@@ -37,6 +40,15 @@ def setup(settings: Settings) -> RedisBroker:
     for module in settings.user_handlers:
         importlib.import_module(module)
     return broker
+
+
+def _log_stream() -> TextIO | None:
+    """In a Dramatiq worker process, stderr is a pipe to the parent, which relays every line
+    (a message through the pipe, a write and a flush in the parent's log thread): our lines
+    go to the inherited stderr instead, one write each (atomic for lines under PIPE_BUF)."""
+    if isinstance(sys.stderr, StreamablePipe):
+        return open(2, "w", encoding="utf-8", closefd=False)  # kept for the process lifetime
+    return None
 
 
 broker = setup(Settings.from_env())

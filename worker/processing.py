@@ -174,6 +174,7 @@ class Processor:
             self._after_commit(tx, outcome)
             outcomes.append(outcome)
         _log_committed([o.event_id for o in outcomes])
+        _run_deferred([tx for tx, *_ in done])
         return outcomes
 
     def connection(self) -> contextlib.AbstractContextManager[Connection]:
@@ -221,6 +222,7 @@ class Processor:
                 if failure is not None:
                     conn.execute("ROLLBACK TO SAVEPOINT handlers")
                     tx.after_commit.clear()
+                    tx.deferred.clear()
                     outcome, head = self._failed(conn, event, row, started, *failure)
                     self._committed(done, head)
                     self._after_commit(tx, outcome)
@@ -265,6 +267,7 @@ class Processor:
                     d.event.type, d.outcome.status, d.event.created, d.received, d.finished
                 )
             self._after_commit(d.tx, d.outcome)
+        _run_deferred([d.tx for d in done])
         return _Round([d.outcome for d in done], head)
 
     @property
@@ -362,6 +365,19 @@ class Processor:
             self.enqueue(event_id, None)
         except Exception as e:
             log.warning("worker.hand_over_failed", event_id=event_id, error=error_line(e))
+
+
+def _run_deferred(txs: list[Tx]) -> None:
+    """Each deferred function once, with the items of every transaction's events in order."""
+    groups: dict[Callable[[list[Any]], None], list[Any]] = {}
+    for tx in txs:
+        for fn, item in tx.deferred:
+            groups.setdefault(fn, []).append(item)
+    for fn, items in groups.items():
+        try:
+            fn(items)
+        except Exception as e:
+            log.error("worker.after_commit_failed", count=len(items), error=error_line(e))
 
 
 def _log_committed(event_ids: list[str]) -> None:

@@ -60,6 +60,13 @@ class Tx:
     # Called by the worker after the transaction commits (e.g. enqueue a notification);
     # dropped if it rolls back. A failure here is logged, never undoes the commit.
     after_commit: list[Callable[[], None]] = field(default_factory=list)
+    # Items handed to a function once after the commit, together with the same function's items
+    # from the other events finished in that transaction (e.g. one message for all their
+    # notifications). Dropped on rollback, like `after_commit`.
+    deferred: list[tuple[Callable[[list[Any]], None], Any]] = field(default_factory=list)
+
+    def defer(self, fn: Callable[[list[Any]], None], item: Any) -> None:
+        self.deferred.append((fn, item))
 
     def execute(self, query: LiteralString, params: Any = None) -> psycopg.Cursor[DictRow]:
         return self.conn.execute(query, params)

@@ -1,4 +1,4 @@
-"""The `deliver_notification` actor (queue "notifications").
+"""The `deliver_notification` actor (queue "notifications"): a list of notification ids.
 
 Declared with `dramatiq.actor` on the broker the worker entry sets before it imports
 `worker.mirror`; nothing here opens a connection at import.
@@ -46,10 +46,11 @@ def _resources() -> tuple[Settings, ConnectionPool[Connection] | None]:
     min_backoff=1_000,
     max_backoff=300_000,
 )
-def deliver_notification(notification_id: int) -> None:
-    structlog.contextvars.bind_contextvars(notification_id=notification_id)
-    try:
-        settings, pool = _resources()
-        notifications.deliver(settings, int(notification_id), pool)
-    finally:
-        structlog.contextvars.unbind_contextvars("notification_id")
+def deliver_notification(notification_ids: list[int] | int) -> None:
+    # A list of ids (one message per transaction's notifications), or one id (older senders).
+    if isinstance(notification_ids, list):
+        ids = [int(i) for i in notification_ids]
+    else:
+        ids = [int(notification_ids)]
+    settings, pool = _resources()
+    notifications.deliver_many(settings, ids, pool)

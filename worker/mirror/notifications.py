@@ -34,6 +34,8 @@ QUEUE = "notifications"
 ACTOR = "deliver_notification"
 # After this many failed sends a row stays unsent (last_error says why) and is not retried.
 MAX_ATTEMPTS = 10
+# Notification ids per delivery message.
+PER_MESSAGE = 50
 # Unsent rows older than this are re-enqueued by the sweeper.
 STRANDED_AFTER = timedelta(minutes=1)
 
@@ -65,9 +67,8 @@ def notify(
     if row is None:
         return None
     notification_id = int(row["id"])
-    settings = tx.settings
-    tx.after_commit.append(lambda: enqueue(settings, [notification_id]))
-    log.info("notification.queued", notification_id=notification_id, kind=kind)
+    tx.defer(_enqueue_deferred, (tx.settings, notification_id))
+    log.debug("notification.queued", notification_id=notification_id, kind=kind)
     return notification_id
 
 
@@ -79,49 +80,75 @@ def _broker(settings: Settings) -> RedisBroker:
     return _brokers[key]
 
 
-def delivery_message(notification_id: int) -> dramatiq.Message[object]:
+def delivery_message(notification_ids: list[int]) -> dramatiq.Message[object]:
     return dramatiq.Message(
-        queue_name=QUEUE, actor_name=ACTOR, args=(notification_id,), kwargs={}, options={}
+        queue_name=QUEUE, actor_name=ACTOR, args=(notification_ids,), kwargs={}, options={}
     )
 
 
 def enqueue(settings: Settings, notification_ids: list[int]) -> None:
+    """One message per PER_MESSAGE ids (the actor still takes a single id, as older
+    versions sent)."""
     broker = _broker(settings)
-    for notification_id in notification_ids:
-        broker.enqueue(delivery_message(notification_id))
+    for start in range(0, len(notification_ids), PER_MESSAGE):
+        broker.enqueue(delivery_message(notification_ids[start : start + PER_MESSAGE]))
+
+
+def _enqueue_deferred(items: list[tuple[Settings, int]]) -> None:
+    """After a commit: the notifications of all its events, in one message per broker."""
+    by_broker: dict[tuple[str, str], tuple[Settings, list[int]]] = {}
+    for settings, notification_id in items:
+        key = (settings.redis_url, settings.redis_namespace)
+        by_broker.setdefault(key, (settings, []))[1].append(notification_id)
+    for settings, ids in by_broker.values():
+        enqueue(settings, ids)
 
 
 def deliver(
     settings: Settings, notification_id: int, pool: ConnectionPool[Connection] | None = None
 ) -> bool:
     """Send one notification if nobody has; returns True if this call sent (or settled) it."""
+    return deliver_many(settings, [notification_id], pool) == [notification_id]
+
+
+def deliver_many(
+    settings: Settings, notification_ids: list[int], pool: ConnectionPool[Connection] | None = None
+) -> list[int]:
+    """Send each notification nobody has sent; the ids this call sent (or settled). Raises
+    DeliveryFailed after trying them all if any send failed (those are unclaimed again)."""
     opened = pool.connection() if pool is not None else connection(settings.database_url)
+    sent: list[int] = []
+    failed: list[str] = []
     try:
         with opened as conn:
-            return _deliver(conn, settings, notification_id)
+            conn.autocommit = True  # each claim is committed before its send
+            for notification_id in notification_ids:
+                try:
+                    if _deliver(conn, settings, notification_id):
+                        sent.append(notification_id)
+                except DeliveryFailed as e:
+                    failed.append(str(e))
     except psycopg.Error as e:
         raise DatabaseUnavailable(" ".join(str(e).split())) from e
+    if failed:
+        raise DeliveryFailed(failed[0] if len(failed) == 1 else f"{len(failed)} sends failed")
+    return sent
 
 
 def _deliver(conn: Connection, settings: Settings, notification_id: int) -> bool:
     row = conn.execute(
         queries.CLAIM_NOTIFICATION, {"id": notification_id, "max_attempts": MAX_ATTEMPTS}
     ).fetchone()
-    conn.commit()  # the claim is visible before anything is sent
     if row is None:
         return False
-    contact = None
-    if row["customer_id"]:
-        contact = conn.execute(queries.CUSTOMER_CONTACT, {"id": row["customer_id"]}).fetchone()
-        conn.commit()
     message = Message(
         notification_id=notification_id,
         event_id=row["event_id"],
         kind=row["kind"],
         customer_id=row["customer_id"],
         payload=row["payload"],
-        to=contact["email"] if contact else None,
-        name=contact["name"] if contact else None,
+        to=row["email"],
+        name=row["name"],
     )
     try:
         note = transport_for(settings).send(message)
@@ -129,7 +156,6 @@ def _deliver(conn: Connection, settings: Settings, notification_id: int) -> bool
         # SMTP errors may quote the recipient: redacted before they are stored, logged or raised.
         error = redact(" ".join(f"{type(e).__name__}: {e}".split()))[:500]
         conn.execute(queries.RELEASE_NOTIFICATION, {"id": notification_id, "error": error})
-        conn.commit()
         log.warning(
             "notification.failed",
             notification_id=notification_id,
@@ -140,7 +166,6 @@ def _deliver(conn: Connection, settings: Settings, notification_id: int) -> bool
         raise DeliveryFailed(error) from None
     if note:
         conn.execute(queries.NOTE_DELIVERY, {"id": notification_id, "note": note})
-        conn.commit()
     log.info("notification.sent", notification_id=notification_id, kind=row["kind"])
     return True
 

@@ -307,10 +307,15 @@ RETURNING id
 """
 
 # Claimed before sending (committed on its own), so two deliveries of one row never both send.
+# The claim, with the customer's contact as the mirror has it now (none once deleted).
 CLAIM_NOTIFICATION: LiteralString = """
-UPDATE notifications SET sent_at = now(), attempts = attempts + 1
-WHERE id = %(id)s AND sent_at IS NULL AND attempts < %(max_attempts)s
-RETURNING id, event_id, kind, customer_id, payload, attempts
+WITH claimed AS (
+    UPDATE notifications SET sent_at = now(), attempts = attempts + 1
+    WHERE id = %(id)s AND sent_at IS NULL AND attempts < %(max_attempts)s
+    RETURNING id, event_id, kind, customer_id, payload, attempts
+)
+SELECT claimed.*, c.email, c.name
+FROM claimed LEFT JOIN customers c ON c.id = claimed.customer_id AND NOT c.deleted
 """
 
 RELEASE_NOTIFICATION: LiteralString = """
@@ -319,10 +324,6 @@ UPDATE notifications SET sent_at = NULL, last_error = %(error)s WHERE id = %(id)
 
 NOTE_DELIVERY: LiteralString = """
 UPDATE notifications SET last_error = %(note)s WHERE id = %(id)s
-"""
-
-CUSTOMER_CONTACT: LiteralString = """
-SELECT email, name FROM customers WHERE id = %(id)s AND NOT deleted
 """
 
 # Unsent rows whose message may be lost: older than `min_age` and not enqueued for as long.

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
+import orjson
 import pytest
 import redis
 
@@ -123,13 +124,33 @@ def queue(settings: Settings) -> Iterator[redis.Redis]:
     client.close()
 
 
+def messages(client: redis.Redis, settings: Settings) -> list[list[int]]:
+    """The notification ids of each delivery message waiting in the queue."""
+    raw = client.hvals(f"{settings.redis_namespace}:notifications.msgs")
+    return [list(orjson.loads(m)["args"][0]) for m in raw]
+
+
 def queued(client: redis.Redis, settings: Settings) -> int:
-    return int(client.hlen(f"{settings.redis_namespace}:notifications.msgs"))
+    return sum(len(ids) for ids in messages(client, settings))
 
 
 def test_after_commit_enqueues_delivery(settings: Settings, queue: redis.Redis) -> None:
     apply(settings, *triggering_events())
-    assert queued(queue, settings) == len(EXPECTED)
+    ids = [i for found in messages(queue, settings) for i in found]
+    assert sorted(ids) == sorted(r["id"] for r in outbox(settings))
+    assert len(ids) == len(EXPECTED)
+    # The notifications of one transaction travel in one message.
+    assert len(messages(queue, settings)) < len(EXPECTED)
+
+
+def test_a_delivery_message_sends_each_of_its_notifications_once(
+    settings: Settings, queue: redis.Redis
+) -> None:
+    apply(settings, *triggering_events())
+    ids = [r["id"] for r in outbox(settings)]
+    assert sorted(notifications.deliver_many(settings, ids)) == sorted(ids)
+    assert notifications.deliver_many(settings, ids) == []  # all claimed: none sent twice
+    assert all(r["sent_at"] is not None for r in outbox(settings))
 
 
 def test_delivery_claims_before_sending_and_sends_once(
