@@ -28,6 +28,24 @@ WORK = REPO / "bench" / ".work"
 VENV_BIN = REPO / ".venv" / "bin"
 
 
+# The machine counts as quiet below this share of all its cores busy.
+QUIET_SHARE = 0.15
+
+
+def machine_busy_share(seconds: float) -> float:
+    """The share of all cores busy over the next `seconds` (from /proc/stat)."""
+
+    def read() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            values = [int(v) for v in f.readline().split()[1:]]
+        return sum(values), values[3] + values[4]
+
+    total0, idle0 = read()
+    time.sleep(seconds)
+    total1, idle1 = read()
+    return 1.0 - (idle1 - idle0) / max(1, total1 - total0)
+
+
 @dataclass
 class Databases:
     """Fresh databases on the admin URL's server, each migrated; all dropped by `drop_all`."""
@@ -38,6 +56,19 @@ class Databases:
 
     def _admin(self) -> psycopg.Connection[tuple[object, ...]]:
         return psycopg.connect(self.admin_url, autocommit=True)
+
+    def settle(self, timeout_s: float = 15.0) -> float:
+        """Start the next run from the same quiet state: PostgreSQL writes what the previous
+        run left dirty (CHECKPOINT), then wait until the machine is mostly idle (background
+        writes, autovacuum and dropped databases of the previous run no longer compete).
+        Returns the seconds waited."""
+        started = time.monotonic()
+        with self._admin() as conn:
+            conn.execute("CHECKPOINT")
+        while time.monotonic() - started < timeout_s:
+            if machine_busy_share(0.5) < QUIET_SHARE:
+                break
+        return time.monotonic() - started
 
     def fresh(self, label: str) -> str:
         name = f"bench_{self.run_id}_{label}"

@@ -278,6 +278,7 @@ def run_drain_and_trivial(
         drain.web_memory = web_memory
         stack.stop("web")  # flushes what it has not enqueued yet
         trivial_url = databases.clone(url, "pipe_trivial")
+        databases.settle()
         say(f"pipeline/drain: {n} events stored; 2 worker processes start")
         worker = stack.workers()
         report.commands["worker"] = (
@@ -304,6 +305,7 @@ def run_drain_and_trivial(
         stack.stop()
         databases.drop(url)
     report.phases.append(drain)
+    databases.settle()
     run_trivial(
         trivial_url, events, prefix, redis_space=redis_space, timeout=timeout, report=report
     )
@@ -374,6 +376,7 @@ def run_live(
     port = free_port()
     stack = Stack(name, _env(url, redis_space, namespace, port))
     phase = Phase(name, len(events), offered_rate=rate)
+    databases.settle()
     try:
         worker = stack.workers()
         web = stack.web(port)

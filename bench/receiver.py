@@ -225,6 +225,8 @@ def run_server(
     say(f"receiver/{name}: starting {' '.join(argv)}")
     proc = start_server(ServerSpec(name, argv, env, database_url, namespace), port, workdir)
     try:
+        waited = databases.settle()
+        say(f"receiver/{name}: settled for {waited:.1f}s (CHECKPOINT, machine quiet)")
         warm_up(port, warmup, f"warm{name}")
         files, _ = write_requests(events, SECRET, workdir / "requests", threads)
         del files
