@@ -29,7 +29,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of wrk per server")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
-    parser.add_argument("--events", type=int, default=5000, help="events per pipeline phase")
+    parser.add_argument("--events", type=int, default=10_000, help="events per pipeline phase")
     parser.add_argument("--warmup", type=int, default=500, help="warm-up requests per server")
     parser.add_argument("--only", choices=("receiver", "pipeline"), help="run one benchmark")
     parser.add_argument(

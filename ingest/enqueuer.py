@@ -34,7 +34,7 @@ log = structlog.get_logger("ingest.enqueuer")
 
 MAX_IDS_PER_SEND = 500
 # Events named by one message: a worker processes them together, many keys per transaction.
-EVENTS_PER_MESSAGE = 32
+EVENTS_PER_MESSAGE = 64
 # Ids kept while Redis does not take them; beyond this they are counted as failed at once.
 MAX_BACKLOG = 100_000
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import orjson
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import DictRow, dict_row
-from psycopg.types.json import set_json_loads
+from psycopg.types.json import set_json_dumps, set_json_loads
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 
@@ -59,6 +61,14 @@ def make_pool(
 
 def _use_orjson(conn: Connection) -> None:
     set_json_loads(orjson.loads, conn)
+    set_json_dumps(_orjson_dumps, conn)
+
+
+def _orjson_dumps(value: Any) -> bytes:
+    try:
+        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
+    except TypeError:  # e.g. an integer beyond 64 bits, a Decimal: the standard library's json
+        return json.dumps(value).encode()
 
 
 def make_async_pool(

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger("worker.processing")
 
 # Events per transaction: the mirror's row locks are held until its commit.
-MAX_EVENTS = 64
+MAX_EVENTS = 128
 # Pending events read per key and round (the rest waits for the next round).
 MAX_PER_KEY = 16
 # A round stops taking events after this long; the next round goes on.
@@ -146,14 +146,18 @@ def _run(proc: Processor, conn: Connection, row: dict[str, Any]) -> _Done:
     tx = Tx(conn=conn, settings=proc.settings)
     started = datetime.now(UTC)
     handlers = proc.registry.handlers_for(event.type)
-    with structlog.contextvars.bound_contextvars(event_id=event.id, event_type=event.type):
-        try:
-            for handler in handlers:
-                handler(tx, event)
-            if conn.info.transaction_status != TransactionStatus.INTRANS:
-                raise RuntimeError("a handler committed, rolled back or broke the transaction")
-        except proc.failure_types as e:
-            log.info("worker.round_rolled_back", error=type(e).__name__)
-            raise _HandlerFailed from e
+    # Bound for the handlers' log lines (tokens, not `bound_contextvars`: that copies every
+    # bound variable, per event).
+    tokens = structlog.contextvars.bind_contextvars(event_id=event.id, event_type=event.type)
+    try:
+        for handler in handlers:
+            handler(tx, event)
+        if conn.info.transaction_status != TransactionStatus.INTRANS:
+            raise RuntimeError("a handler committed, rolled back or broke the transaction")
+    except proc.failure_types as e:
+        log.info("worker.round_rolled_back", error=type(e).__name__)
+        raise _HandlerFailed from e
+    finally:
+        structlog.contextvars.reset_contextvars(**tokens)
     status = "processed" if handlers else "ignored"
     return _Done(tx, event, status, started, row["received_at"])

@@ -58,12 +58,22 @@ class WorkerMetrics:
             registry=registry,
         )
 
+        # Labelled children, looked up once each (a lookup costs as much as the update).
+        self._lag_created = self.lag.labels("created")
+        self._lag_received = self.lag.labels("received")
+        self._finished: dict[tuple[str, str], Any] = {}
+
     def observe_finished(
         self, event_type: str, outcome: str, created: datetime, received: datetime, at: datetime
     ) -> None:
-        self.finished.labels(event_type, outcome).inc()
-        self.lag.labels("created").observe(max(0.0, (at - created).total_seconds()))
-        self.lag.labels("received").observe(max(0.0, (at - received).total_seconds()))
+        counter = self._finished.get((event_type, outcome))
+        if counter is None:
+            counter = self._finished[(event_type, outcome)] = self.finished.labels(
+                event_type, outcome
+            )
+        counter.inc()
+        self._lag_created.observe(max(0.0, (at - created).total_seconds()))
+        self._lag_received.observe(max(0.0, (at - received).total_seconds()))
 
 
 class SweeperMetrics:
