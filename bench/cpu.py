@@ -56,6 +56,8 @@ class CpuShare:
     idle: float = 0.0
     # The whole machine's busy CPU seconds (from /proc/stat).
     busy: float = 0.0
+    # What `other` was, by process name.
+    others: dict[str, float] = field(default_factory=dict)
 
     def percent(self, category: str) -> float:
         """Of one core: 100 means one core fully busy."""
@@ -92,6 +94,7 @@ def share(
             category = "wrk"
         else:
             category = "other"
+            result.others[comm] = result.others.get(comm, 0.0) + delta
         result.seconds[category] = result.seconds.get(category, 0.0) + delta
     busy = after.busy - before.busy
     result.busy = busy

@@ -175,7 +175,12 @@ def _cpu_line(share: CpuShare | None) -> str:
     order = sorted(share.seconds, key=lambda k: -share.seconds[k])
     parts = [f"{k} {share.percent(k):.0f}%" for k in order if share.percent(k) >= 1]
     idle = 100 * share.idle / share.wall
-    return ", ".join(parts) + f"; idle {idle:.0f}% (of one core; 2 cores = 200%)"
+    line = ", ".join(parts) + f"; idle {idle:.0f}% (of one core; 2 cores = 200%)"
+    top = sorted(share.others.items(), key=lambda kv: -kv[1])[:3]
+    named = [f"{name} {100 * sec / share.wall:.0f}%" for name, sec in top if share.wall]
+    if share.percent("other") >= 10 and named:
+        line += f"; other: {', '.join(named)}"
+    return line
 
 
 def _verdict(passed: bool | None) -> str:
