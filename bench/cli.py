@@ -31,6 +31,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
     parser.add_argument("--events", type=int, default=10_000, help="events per pipeline phase")
     parser.add_argument("--warmup", type=int, default=500, help="warm-up requests per server")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="runs per receiver server and of the drain and trivial phases, alternating "
+        "(the median run is compared)",
+    )
     parser.add_argument("--only", choices=("receiver", "pipeline"), help="run one benchmark")
     parser.add_argument(
         "--servers", default=",".join(SERVERS), help="receiver servers to run (comma-separated)"
@@ -45,7 +52,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args(argv)
     if args.quick:
-        args.duration, args.events, args.warmup = 3.0, 300, 100
+        args.duration, args.events, args.warmup, args.repeats = 3.0, 300, 100, 1
     return args
 
 
@@ -78,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.only != "pipeline":
             servers = [s.strip() for s in args.servers.split(",") if s.strip()]
-            results.receiver, results.receiver_events = run_receiver_bench(
+            results.receiver, results.receiver_runs, results.receiver_events = run_receiver_bench(
                 databases=databases,
                 redis_space=redis_space,
                 duration=args.duration,
@@ -86,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
                 threads=args.threads,
                 warmup=args.warmup,
                 only=servers,
+                repeats=args.repeats,
             )
         if args.only != "receiver":
             results.pipeline = run_pipeline_bench(
@@ -93,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
                 redis_space=redis_space,
                 events=args.events,
                 connections=args.connections,
+                repeats=args.repeats,
             )
             results.pipeline_events = pipeline_events(args.events, f"p{run_id}")
         if not args.no_profile:

@@ -59,9 +59,9 @@ class Databases:
 
     def settle(self, timeout_s: float = 15.0) -> float:
         """Start the next run from the same quiet state: PostgreSQL writes what the previous
-        run left dirty (CHECKPOINT), the kernel writes back dirty pages (sync), then wait until the machine is mostly idle (background
-        writes, autovacuum and dropped databases of the previous run no longer compete).
-        Returns the seconds waited."""
+        run left dirty (CHECKPOINT), the kernel writes back dirty pages (sync), then wait until
+        the machine is mostly idle (background writes, autovacuum and dropped databases of the
+        previous run no longer compete). Returns the seconds waited."""
         started = time.monotonic()
         with self._admin() as conn:
             conn.execute("CHECKPOINT")

@@ -69,6 +69,8 @@ class Phase:
     # Events finished inside the CPU window (drain/trivial: from the first finish on).
     cpu_events: int = 0
     note: str = ""
+    # Which run of this phase (drain and trivial run several times, alternating).
+    repeat: int = 1
 
 
 @dataclass
@@ -79,7 +81,12 @@ class PipelineReport:
     skipped: str = ""
 
     def phase(self, name: str) -> Phase | None:
-        return next((p for p in self.phases if p.name == name), None)
+        """The phase, or for a repeated one its median run by events/s."""
+        runs = sorted((p for p in self.phases if p.name == name), key=lambda p: p.events_per_s)
+        return runs[(len(runs) - 1) // 2] if runs else None
+
+    def runs_of(self, name: str) -> list[Phase]:
+        return [p for p in self.phases if p.name == name]
 
 
 def worker_available() -> bool:
@@ -264,20 +271,21 @@ def run_drain_and_trivial(
     connections: int,
     timeout: float,
     report: PipelineReport,
+    repeat: int = 1,
 ) -> None:
     n = len(events)
-    url = databases.fresh("pipe_drain")
-    namespace = redis_space.namespace("pipe-drain")
+    url = databases.fresh(f"pipe_drain_{repeat}")
+    namespace = redis_space.namespace(f"pipe-drain-{repeat}")
     port = free_port()
     stack = Stack("drain", _env(url, redis_space, namespace, port))
-    drain = Phase("drain", n)
+    drain = Phase("drain", n, repeat=repeat)
     try:
         web = stack.web(port)
         with watch_memory(web.pid) as web_memory:
             drain.send = _post(port, events, connections, None)
         drain.web_memory = web_memory
         stack.stop("web")  # flushes what it has not enqueued yet
-        trivial_url = databases.clone(url, "pipe_trivial")
+        trivial_url = databases.clone(url, f"pipe_trivial_{repeat}")
         databases.settle()
         say(f"pipeline/drain: {n} events stored; 2 worker processes start")
         worker = stack.workers()
@@ -307,7 +315,13 @@ def run_drain_and_trivial(
     report.phases.append(drain)
     databases.settle()
     run_trivial(
-        trivial_url, events, prefix, redis_space=redis_space, timeout=timeout, report=report
+        trivial_url,
+        events,
+        prefix,
+        redis_space=redis_space,
+        timeout=timeout,
+        report=report,
+        repeat=repeat,
     )
     databases.drop(trivial_url)
 
@@ -320,9 +334,10 @@ def run_trivial(
     redis_space: RedisSpace,
     timeout: float,
     report: PipelineReport,
+    repeat: int = 1,
 ) -> None:
     n = len(events)
-    namespace = redis_space.namespace("pipe-trivial")
+    namespace = redis_space.namespace(f"pipe-trivial-{repeat}")
     settings = Settings(redis_url=redis_space.url, redis_namespace=namespace)
     broker = make_broker(settings)
     try:
@@ -336,7 +351,7 @@ def run_trivial(
         "--processes", str(WORKER_PROCESSES), "--threads", str(threads),
     ]  # fmt: skip
     report.commands["trivial"] = " ".join(argv)
-    phase = Phase("trivial", n)
+    phase = Phase("trivial", n, repeat=repeat)
     started = time.monotonic()
     proc = Proc("trivial", argv, env, WORK / "pipeline" / "trivial")
     try:
@@ -421,6 +436,7 @@ def run_pipeline_bench(
     events: int,
     connections: int,
     half_load_max_s: float = 30.0,
+    repeats: int = 3,
 ) -> PipelineReport:
     report = PipelineReport(events)
     report.commands["web"] = " ".join(procfile_command("web"))
@@ -435,15 +451,18 @@ def run_pipeline_bench(
         run_trivial(url, batch, prefix, redis_space=redis_space, timeout=timeout, report=report)
         databases.drop(url)
         return report
-    run_drain_and_trivial(
-        batch,
-        prefix,
-        databases=databases,
-        redis_space=redis_space,
-        connections=connections,
-        timeout=timeout,
-        report=report,
-    )
+    # Drain and trivial alternate `repeats` times; the median run of each is compared.
+    for repeat in range(1, max(1, repeats) + 1):
+        run_drain_and_trivial(
+            batch,
+            prefix,
+            databases=databases,
+            redis_space=redis_space,
+            connections=connections,
+            timeout=timeout,
+            report=report,
+            repeat=repeat,
+        )
     full = run_live(
         "full",
         batch,

@@ -57,6 +57,8 @@ class ServerRun:
     pid: int = 0
     cpu: CpuShare | None = None
     profile: Profile | None = None
+    # Which of the server's runs this is (1, 2, ...), they alternate with the other servers'.
+    repeat: int = 1
 
     @property
     def durable(self) -> bool:
@@ -206,11 +208,13 @@ def run_server(
     warmup: int,
     extra_env: dict[str, str],
     profile_out: Path | None = None,
+    repeat: int = 1,
 ) -> ServerRun:
     workdir = WORK / "receiver" / name
     port = free_port()
-    database_url = databases.fresh(f"recv_{name}") if name != "bare" else None
-    namespace = redis_space.namespace(f"recv-{name}")
+    label = name if repeat == 1 else f"{name}_{repeat}"
+    database_url = databases.fresh(f"recv_{label}") if name != "bare" else None
+    namespace = redis_space.namespace(f"recv-{label}")
     env = process_env(
         {
             **extra_env,
@@ -299,13 +303,19 @@ def run_receiver_bench(
     threads: int,
     warmup: int,
     only: Sequence[str] = SERVERS,
-) -> tuple[list[ServerRun], list[BenchEvent]]:
+    repeats: int = 3,
+) -> tuple[list[ServerRun], list[ServerRun], list[BenchEvent]]:
+    """Each server `repeats` times (bare, the ceiling, once), the servers alternating, each run
+    from a quiet machine. Returns each server's median run by requests/s, every run, and the
+    events."""
     tag = f"r{databases.run_id}"
     events = receiver_events(duration, tag)
-    runs = []
-    for name in only:
-        runs.append(
-            run_server(
+    runs: list[ServerRun] = []
+    for repeat in range(1, max(1, repeats) + 1):
+        for name in only:
+            if name == "bare" and repeat > 1:
+                continue
+            run = run_server(
                 name,
                 events=events,
                 tag=tag,
@@ -316,9 +326,16 @@ def run_receiver_bench(
                 threads=threads,
                 warmup=warmup,
                 extra_env={},
+                repeat=repeat,
             )
-        )
-    return runs, events
+            run.repeat = repeat
+            runs.append(run)
+    medians = []
+    for name in only:
+        mine = sorted((r for r in runs if r.name == name), key=lambda r: r.wrk.rps)
+        if mine:
+            medians.append(mine[(len(mine) - 1) // 2])
+    return medians, runs, events
 
 
 def profile_server(
@@ -347,6 +364,7 @@ def profile_server(
         warmup=warmup,
         extra_env={},
         profile_out=WORK / "profiles" / f"receiver-{name}.txt",
+        repeat=0,  # a database and namespace of its own
     )
     assert run.profile is not None
     return run.profile
