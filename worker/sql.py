@@ -172,12 +172,11 @@ FROM stranded WHERE e.id = stranded.id
 RETURNING e.id, e.ordering_key, e.created, e.received_at
 """
 
+# Each part reads its partial index (pending, dead), not the table.
 BACKLOG = """
-SELECT count(*) FILTER (WHERE status = 'pending') AS pending,
-       count(*) FILTER (WHERE status = 'dead') AS dead,
+SELECT (SELECT count(*) FROM stripe_events WHERE status = 'pending') AS pending,
+       (SELECT count(*) FROM stripe_events WHERE status = 'dead') AS dead,
        COALESCE(EXTRACT(EPOCH FROM clock_timestamp()
-                - min(received_at) FILTER (WHERE status = 'pending')), 0)::float8
+                - (SELECT min(received_at) FROM stripe_events WHERE status = 'pending')), 0)::float8
            AS oldest_pending_s
-FROM stripe_events
-WHERE status IN ('pending', 'dead')
 """
