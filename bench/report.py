@@ -513,7 +513,7 @@ def _limits(results: Results, w: Write) -> None:
     receiver's and workers' time went."""
     lines: list[str] = []
     profiles = {p.label: p for p in results.profiles}
-    for run in results.receiver:
+    for run in results.receiver:  # the median runs
         if run.cpu is None or not run.wrk.requests:
             continue
         share, n = run.cpu, run.wrk.requests
@@ -526,8 +526,9 @@ def _limits(results: Results, w: Write) -> None:
             else "neither it nor the machine is CPU-saturated: requests wait (I/O, commits)"
         )
         per = {k: _per_unit(share, k, n, 1e6) for k in (run.name, "postgres", "redis", "wrk")}
+        median = " (median run)" if len(results.runs_of(run.name)) > 1 else ""
         lines.append(
-            f"receiver {run.name}: {run.wrk.rps:,.0f} req/s; CPU per request: server "
+            f"receiver {run.name}{median}: {run.wrk.rps:,.0f} req/s; CPU per request: server "
             f"{per[run.name]} µs, PostgreSQL {per['postgres']} µs, Redis {per['redis']} µs, "
             f"wrk {per['wrk']} µs (with loading its request files); "
             f"server at {share.percent(run.name):.0f}% of a core, machine busy "
@@ -543,10 +544,14 @@ def _limits(results: Results, w: Write) -> None:
             workers = _per_unit(phase.cpu, "workers", n, 1e6)
             postgres = _per_unit(phase.cpu, "postgres", n, 1e6)
             lines.append(
-                f"pipeline {phase.name}: {phase.events_per_s:,.0f} events/s; CPU per event: "
+                f"pipeline {_label(phase)}: {phase.events_per_s:,.0f} events/s; CPU per event: "
                 f"workers {workers} µs, PostgreSQL {postgres} µs; workers at "
                 f"{phase.cpu.percent('workers'):.0f}% of a core (2 processes)."
-                + (_profile_line(profiles.get("workers (drain)")) if phase.name == "drain" else "")
+                + (
+                    _profile_line(profiles.get("workers (drain)"))
+                    if phase is pipe.phase("drain")
+                    else ""
+                )
             )
     if not lines:
         return
