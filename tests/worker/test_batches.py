@@ -168,3 +168,35 @@ def test_after_commit_callbacks_of_a_round_run_after_its_commit(
     assert one(effects_db, "SELECT status FROM stripe_events WHERE id = 'evt_f'") == {
         "status": "pending"
     }
+
+
+def test_deferred_items_of_a_round_reach_their_function_once_after_the_commit(
+    effects_db: str, pool: ConnectionPool[Connection], settings: Settings, messages: Messages
+) -> None:
+    registry = Registry()
+    calls: list[list[tuple[str, str]]] = []
+
+    def send_all(items: list[str]) -> None:
+        calls.append(
+            [(i, one(effects_db, "SELECT status FROM stripe_events WHERE id = %s", (i,))["status"])
+             for i in items]
+        )  # fmt: skip
+
+    @registry.handles("test.deferred")
+    def handler(tx: Tx, event: Event) -> None:
+        tx.defer(send_all, event.id)
+
+    processor = Processor(pool=pool, settings=settings, enqueue=messages.enqueue, registry=registry)
+    events = [
+        make_event("evt_d1", "cus_1", T0, "test.deferred"),
+        make_event("evt_d2", "cus_2", T0, "test.deferred"),
+        make_event("evt_d3", "cus_1", T0 + 1, "test.deferred"),
+    ]
+    store(effects_db, events)
+    processor.handle_many(pairs(events))
+    assert len(calls) == 1
+    assert sorted(calls[0]) == [
+        ("evt_d1", "processed"),
+        ("evt_d2", "processed"),
+        ("evt_d3", "processed"),
+    ]
