@@ -154,7 +154,9 @@ class Batcher:
             new, failed = await self._write(rows)
             self._resolve(batch, new, failed)
             if new:
-                self._on_new([(row.id, row.ordering_key) for row in rows if row.id in new])
+                stored = [(row.id, row.ordering_key) for row in rows if row.id in new]
+                log.info("webhook.stored", count=len(stored), event_ids=[i for i, _ in stored])
+                self._on_new(stored)
         except Exception as e:  # never leave a request waiting forever
             log.exception("intake.flush_crashed", rows=len(batch))
             _fail(batch, DatabaseUnavailable(type(e).__name__))

@@ -83,7 +83,10 @@ class WebhookEndpoint:
                 await send({"type": "http.response.body", "body": body})
             elapsed = perf_counter() - started
             self._metrics.observe(outcome, elapsed)
-            log.info(
+            # A stored event is on record (its row, and the batch's `webhook.stored` line): its
+            # own line is debug. Every other outcome (duplicate, refused, 503) logs at info.
+            emit = log.debug if outcome == "stored" else log.info
+            emit(
                 "webhook.received",
                 event_type=row.type if row is not None else None,
                 outcome=outcome,

@@ -74,33 +74,35 @@ def test_web_refuses_a_secret_that_is_not_a_signing_secret(env: dict[str, str]) 
     assert "sk_test_oops" not in result.stderr
 
 
-def test_the_web_process_stores_and_enqueues_a_signed_event_and_logs_one_line(
+def test_the_web_process_stores_and_enqueues_a_signed_event_and_logs_it(
     env: dict[str, str], stored: Stored
 ) -> None:
     event = unique_event("stripe-sync-engine__customer_updated__1", "process")
     body = orjson.dumps(event)
+    headers = {"Stripe-Signature": sign(body, SECRET), "Content-Type": "application/json"}
     with web_process({**env, "LOG_LEVEL": "info"}) as (base_url, web):
-        response = httpx.post(
-            f"{base_url}/webhooks/stripe",
-            content=body,
-            headers={"Stripe-Signature": sign(body, SECRET), "Content-Type": "application/json"},
-        )
+        response = httpx.post(f"{base_url}/webhooks/stripe", content=body, headers=headers)
         queued = stored.wait_queued_sync(1)
+        again = httpx.post(f"{base_url}/webhooks/stripe", content=body, headers=headers)
         metrics = httpx.get(f"{base_url}/metrics").text
     logs = web.logs()
 
     assert response.status_code == 200
     assert response.json() == {"received": True, "duplicate": False, "id": event["id"]}
+    assert again.json() == {"received": True, "duplicate": True, "id": event["id"]}
     assert stored.rows()[event["id"]]["payload"] == event
     assert queued == [event["id"]]
     assert 'stripe_webhook_requests_total{outcome="stored"} 1.0' in metrics
 
     lines = [json.loads(line) for line in logs.splitlines() if line.startswith("{")]
+    # At info, a stored event is named by its batch's line; other outcomes by their own line.
+    batches = [line for line in lines if line["event"] == "webhook.stored"]
+    assert [(b["count"], b["event_ids"]) for b in batches] == [(1, [event["id"]])]
     received = [line for line in lines if line["event"] == "webhook.received"]
     assert len(received) == 1
     assert received[0]["event_id"] == event["id"]
     assert received[0]["event_type"] == "customer.updated"
-    assert (received[0]["outcome"], received[0]["status"]) == ("stored", 200)
+    assert (received[0]["outcome"], received[0]["status"]) == ("duplicate", 200)
     assert isinstance(received[0]["ms"], float)
     # Never the payload, secrets or e-mail addresses.
     assert "supabase.io" not in logs
