@@ -25,7 +25,6 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from psycopg.pq import TransactionStatus
 
 from shared.db import Connection
 from worker import sql
@@ -150,13 +149,10 @@ def _run(proc: Processor, conn: Connection, row: dict[str, Any]) -> _Done:
     # bound variable, per event).
     tokens = structlog.contextvars.bind_contextvars(event_id=event.id, event_type=event.type)
     try:
-        for handler in handlers:
-            handler(tx, event)
-        if conn.info.transaction_status != TransactionStatus.INTRANS:
-            raise RuntimeError("a handler committed, rolled back or broke the transaction")
-    except proc.failure_types as e:
-        log.info("worker.round_rolled_back", error=type(e).__name__)
-        raise _HandlerFailed from e
+        failure = proc.run_handlers(conn, tx, event, handlers)
+        if failure is not None:
+            log.info("worker.round_rolled_back", error=type(failure[0]).__name__)
+            raise _HandlerFailed from failure[0]
     finally:
         structlog.contextvars.reset_contextvars(**tokens)
     status = "processed" if handlers else "ignored"
