@@ -29,6 +29,7 @@ from ingest.event import EventRow
 from ingest.metrics import IntakeMetrics
 from ingest.storage import EventRejected, insert_events
 from shared.db import AsyncConnection, DatabaseUnavailable
+from shared.logging import log_ids
 
 log = structlog.get_logger("ingest.batcher")
 
@@ -155,7 +156,7 @@ class Batcher:
             self._resolve(batch, new, failed)
             if new:
                 stored = [(row.id, row.ordering_key) for row in rows if row.id in new]
-                log.info("webhook.stored", count=len(stored), event_ids=[i for i, _ in stored])
+                log_ids(log, "webhook.stored", [i for i, _ in stored])
                 self._on_new(stored)
         except Exception as e:  # never leave a request waiting forever
             log.exception("intake.flush_crashed", rows=len(batch))

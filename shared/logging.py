@@ -69,3 +69,15 @@ def configure_logging(settings: Settings, stream: TextIO | None = None) -> None:
         cache_logger_on_first_use=True,
     )
     logging.basicConfig(level=max(level, logging.WARNING), stream=sys.stderr)
+
+
+# Ids per line in lines that list events: a line stays under PIPE_BUF (4096 bytes), so lines of
+# several processes sharing a pipe never interleave.
+IDS_PER_LINE = 64
+
+
+def log_ids(logger: Any, event: str, event_ids: list[str], **fields: Any) -> None:
+    """`logger.info(event, count=..., event_ids=[...], **fields)`, a line per IDS_PER_LINE ids."""
+    for start in range(0, len(event_ids), IDS_PER_LINE):
+        chunk = event_ids[start : start + IDS_PER_LINE]
+        logger.info(event, count=len(chunk), event_ids=chunk, **fields)

@@ -34,6 +34,7 @@ from psycopg.pq import TransactionStatus
 from psycopg_pool import ConnectionPool
 
 from shared.db import Connection
+from shared.logging import log_ids
 from shared.settings import Settings
 from worker import batches, sql
 from worker.metrics import WorkerMetrics
@@ -381,9 +382,8 @@ def _run_deferred(txs: list[Tx]) -> None:
 
 
 def _log_committed(event_ids: list[str]) -> None:
-    """One info line per transaction that finished events (their ids, at most 64)."""
-    if event_ids:
-        log.info("events.finished", count=len(event_ids), event_ids=event_ids)
+    """Info lines naming the events a transaction finished."""
+    log_ids(log, "events.finished", event_ids)
 
 
 def _event(row: dict[str, Any]) -> Event:
