@@ -28,11 +28,13 @@ import structlog
 
 from shared.db import Connection
 from worker import sql
+from worker.outcomes import event_from_row
 from worker.policy import key_lock_id
 from worker.registry import Event, Tx
 
 if TYPE_CHECKING:
-    from worker.processing import Outcome, Processor
+    from worker.outcomes import Outcome
+    from worker.processing import Processor
 
 log = structlog.get_logger("worker.processing")
 
@@ -141,7 +143,7 @@ def _round(
 
 
 def _run(proc: Processor, conn: Connection, row: dict[str, Any]) -> _Done:
-    event = proc.event_of(row)
+    event = event_from_row(row)
     tx = Tx(conn=conn, settings=proc.settings)
     started = datetime.now(UTC)
     handlers = proc.registry.handlers_for(event.type)

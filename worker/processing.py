@@ -34,10 +34,10 @@ from psycopg.pq import TransactionStatus
 from psycopg_pool import ConnectionPool
 
 from shared.db import Connection
-from shared.logging import log_ids
 from shared.settings import Settings
 from worker import batches, sql
 from worker.metrics import WorkerMetrics
+from worker.outcomes import Outcome, event_from_row, log_committed, run_deferred
 from worker.policy import backoff_ms, error_line, key_lock_id, traceback_text
 from worker.registry import REGISTRY, Event, Handler, Registry, Tx
 
@@ -54,15 +54,6 @@ MAX_BATCH = 8
 MAX_BATCH_SECONDS = 0.1
 # A retry message that arrives this early (clock skew) waits instead of being dropped.
 EARLY_TOLERANCE_SECONDS = 0.25
-
-
-@dataclass(frozen=True)
-class Outcome:
-    event_id: str
-    status: str  # processed, ignored, retry, dead
-    attempt: int
-    error: str | None = None
-    retry_in_ms: int | None = None
 
 
 @dataclass(frozen=True)
@@ -159,9 +150,6 @@ class Processor:
     def drain_key(self, conn: Connection, ordering_key: str) -> list[Outcome]:
         return self._drain(conn, ordering_key, None)
 
-    def event_of(self, row: dict[str, Any]) -> Event:
-        return _event(row)
-
     def batch_committed(
         self, done: list[tuple[Tx, Event, str, datetime, datetime, datetime]]
     ) -> list[Outcome]:
@@ -174,8 +162,8 @@ class Processor:
                 self.metrics.observe_finished(event.type, status, event.created, received, finished)
             self._after_commit(tx, outcome)
             outcomes.append(outcome)
-        _log_committed([o.event_id for o in outcomes])
-        _run_deferred([tx for tx, *_ in done])
+        log_committed([o.event_id for o in outcomes])
+        run_deferred([tx for tx, *_ in done])
         return outcomes
 
     def connection(self) -> contextlib.AbstractContextManager[Connection]:
@@ -215,7 +203,7 @@ class Processor:
         batch_end = time.monotonic() + MAX_BATCH_SECONDS
         while row is not None and row["wait"] <= 0:
             tx = Tx(conn=conn, settings=self.settings)
-            event = _event(row)
+            event = event_from_row(row)
             with structlog.contextvars.bound_contextvars(event_id=event.id, event_type=event.type):
                 started = datetime.now(UTC)
                 handlers = self.registry.handlers_for(event.type)
@@ -261,14 +249,14 @@ class Processor:
         return self._committed(done, head_cur.fetchone())
 
     def _committed(self, done: list[_Done], head: dict[str, Any] | None) -> _Round:
-        _log_committed([d.event.id for d in done])
+        log_committed([d.event.id for d in done])
         for d in done:
             if self.metrics is not None:
                 self.metrics.observe_finished(
                     d.event.type, d.outcome.status, d.event.created, d.received, d.finished
                 )
             self._after_commit(d.tx, d.outcome)
-        _run_deferred([d.tx for d in done])
+        run_deferred([d.tx for d in done])
         return _Round([d.outcome for d in done], head)
 
     @property
@@ -366,35 +354,3 @@ class Processor:
             self.enqueue(event_id, None)
         except Exception as e:
             log.warning("worker.hand_over_failed", event_id=event_id, error=error_line(e))
-
-
-def _run_deferred(txs: list[Tx]) -> None:
-    """Each deferred function once, with the items of every transaction's events in order."""
-    groups: dict[Callable[[list[Any]], None], list[Any]] = {}
-    for tx in txs:
-        for fn, item in tx.deferred:
-            groups.setdefault(fn, []).append(item)
-    for fn, items in groups.items():
-        try:
-            fn(items)
-        except Exception as e:
-            log.error("worker.after_commit_failed", count=len(items), error=error_line(e))
-
-
-def _log_committed(event_ids: list[str]) -> None:
-    """Info lines naming the events a transaction finished."""
-    log_ids(log, "events.finished", event_ids)
-
-
-def _event(row: dict[str, Any]) -> Event:
-    return Event(
-        id=row["id"],
-        type=row["type"],
-        created=row["created"],
-        livemode=row["livemode"],
-        api_version=row["api_version"],
-        account=row["account"],
-        ordering_key=row["ordering_key"],
-        payload=row["payload"],
-        attempt=row["attempts"] + 1,
-    )
