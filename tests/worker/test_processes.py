@@ -10,10 +10,12 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import pytest
 import redis
 
-from shared.broker import enqueue_events, make_broker
+from shared.broker import enqueue_events, events_message, make_broker
 from shared.settings import Settings
 from tests.procs import Running, free_port, run_process, run_sweeper, run_worker, wait_until
 from tests.worker import handlers as h
@@ -40,13 +42,26 @@ def finished(database_url: str, total: int) -> bool:
     return sum(n for s, n in counts.items() if s != "pending") >= total
 
 
-def send(settings: Settings, ids: list[str]) -> None:
-    """What the receiver does after storing: one message per id."""
+def send(settings: Settings, ids: list[str], *, events: list[dict[str, Any]] | None = None) -> None:
+    """One `process_event` message per id; with `events`, `process_events` messages naming the
+    ids with their ordering keys, 10 per message (what the receiver sends for a flush under
+    moderate load; it puts up to 64 in one)."""
     broker = make_broker(settings)
     try:
-        enqueue_events(broker, ids)
+        if events is None:
+            enqueue_events(broker, ids)
+            return
+        keys = {e["id"]: e["data"]["object"]["customer"] for e in events}
+        pairs = [(i, keys[i]) for i in ids]
+        for start in range(0, len(pairs), 10):
+            broker.enqueue(events_message(pairs[start : start + 10]))
     finally:
         broker.close()
+
+
+# How the tests below send their messages: one per id (retries, the sweeper, replays) or in
+# batches (the receiver).
+FORMS = pytest.mark.parametrize("batched", [False, True], ids=["one-per-message", "batched"])
 
 
 def scrape(port: int, timeout: float = 20.0) -> str:
@@ -127,8 +142,9 @@ def test_backlog_of_200_over_20_customers_is_processed_in_creation_order_per_key
     assert sample(text, "stripe_ingest_database_up ") == 1
 
 
+@FORMS
 def test_each_event_sent_several_times_to_two_processes_has_its_effects_once(
-    effects_db: str, env: dict[str, str], settings: Settings
+    effects_db: str, env: dict[str, str], settings: Settings, batched: bool
 ) -> None:
     # Each effect takes 20 ms, so both processes are busy at once.
     events = backlog(n_customers=20, per_customer=5, event_type=h.RECORD, seed=11, sleep_ms=20)
@@ -136,7 +152,7 @@ def test_each_event_sent_several_times_to_two_processes_has_its_effects_once(
     ids = [e["id"] for e in events] * 4
     random.Random(5).shuffle(ids)
     with run_worker({**env, "USER_HANDLERS": HANDLERS}, processes=2, threads=8):
-        send(settings, ids)
+        send(settings, ids, events=events if batched else None)
         wait_until(lambda: finished(effects_db, 100), timeout=60)
         time.sleep(0.5)  # let the duplicate messages still in flight run too
     assert statuses(effects_db) == {"processed": 100}
@@ -147,8 +163,9 @@ def test_each_event_sent_several_times_to_two_processes_has_its_effects_once(
     assert_creation_order(effects_db)
 
 
+@FORMS
 def test_a_worker_killed_mid_handler_loses_nothing_and_the_sweeper_recovers_it_quickly(
-    effects_db: str, env: dict[str, str], settings: Settings, tmp_path: Path
+    effects_db: str, env: dict[str, str], settings: Settings, tmp_path: Path, batched: bool
 ) -> None:
     marker = tmp_path / "blocked"
     events = [
@@ -163,7 +180,7 @@ def test_a_worker_killed_mid_handler_loses_nothing_and_the_sweeper_recovers_it_q
         run_worker({**env, "USER_HANDLERS": HANDLERS}, processes=1, threads=4) as worker,
         run_sweeper({**env, "SWEEPER_METRICS_PORT": str(sweeper_port)}),
     ):
-        send(settings, [e["id"] for e in events])
+        send(settings, [e["id"] for e in events], events=events if batched else None)
         wait_until(lambda: marker.exists() and marker.read_text(), timeout=30)
         os.kill(int(marker.read_text()), signal.SIGKILL)  # the Dramatiq process running it
         killed_at = time.monotonic()
