@@ -28,7 +28,7 @@ from dramatiq.common import current_millis
 from dramatiq.encoder import JSONEncoder
 
 from ingest.metrics import IntakeMetrics
-from shared.broker import PROCESS_MANY_ACTOR, QUEUE_NAME
+from shared.broker import QUEUE_NAME, events_message
 
 log = structlog.get_logger("ingest.enqueuer")
 
@@ -117,11 +117,8 @@ class RedisEnqueue:
         hexes = os.urandom(32 * len(chunks)).hex()
         for i, chunk in enumerate(chunks):
             redis_id = _uuid4(hexes, 64 * i)
-            message: Message[object] = Message(
-                queue_name=QUEUE_NAME,
-                actor_name=PROCESS_MANY_ACTOR,
-                args=([[event_id, key] for event_id, key in chunk],),
-                kwargs={},
+            message = events_message(
+                chunk,
                 options={"redis_message_id": redis_id},
                 message_id=_uuid4(hexes, 64 * i + 32),
             )

@@ -5,6 +5,7 @@ The receiver enqueues without importing the worker's actors: it builds the messa
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -46,15 +47,22 @@ def event_message(event_id: str, ordering_key: str | None = None) -> dramatiq.Me
     )
 
 
-def events_message(events: Sequence[tuple[str, str]]) -> dramatiq.Message[object]:
-    """The message for several stored events, each with its ordering key."""
-    return dramatiq.Message(
+def events_message(
+    events: Sequence[tuple[str, str]],
+    *,
+    options: dict[str, Any] | None = None,
+    message_id: str | None = None,
+) -> dramatiq.Message[object]:
+    """The message for several stored events, each with its ordering key (`options` and
+    `message_id` for senders that write the broker's keys themselves)."""
+    message: dramatiq.Message[object] = dramatiq.Message(
         queue_name=QUEUE_NAME,
         actor_name=PROCESS_MANY_ACTOR,
         args=([[event_id, key] for event_id, key in events],),
         kwargs={},
-        options={},
+        options=options or {},
     )
+    return message if message_id is None else dataclasses.replace(message, message_id=message_id)
 
 
 def message_event_ids(actor_name: str, args: Sequence[Any]) -> list[str]:
