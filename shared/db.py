@@ -14,10 +14,9 @@ from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import set_json_dumps, set_json_loads
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
+from shared.errors import DatabaseUnavailable, error_line
 
-class DatabaseUnavailable(Exception):
-    """PostgreSQL could not be reached or refused the work; callers answer 503 or exit 1."""
-
+__all__ = ["DatabaseUnavailable", "connect", "connection", "make_async_pool", "make_pool"]
 
 Connection = psycopg.Connection[DictRow]
 AsyncConnection = psycopg.AsyncConnection[DictRow]
@@ -29,7 +28,7 @@ def connect(url: str, *, autocommit: bool = False, connect_timeout: int = 5) -> 
             url, autocommit=autocommit, row_factory=dict_row, connect_timeout=connect_timeout
         )
     except psycopg.OperationalError as e:
-        raise DatabaseUnavailable(_one_line(e)) from e
+        raise DatabaseUnavailable(error_line(e, with_type=False)) from e
 
 
 @contextmanager
@@ -94,8 +93,3 @@ def with_database(url: str, dbname: str) -> str:
     params = conninfo_to_dict(url)
     params["dbname"] = dbname
     return make_conninfo("", **params)
-
-
-def _one_line(error: BaseException) -> str:
-    text = " ".join(str(error).split())
-    return text or type(error).__name__

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import sys
 from collections.abc import MutableMapping
 from typing import Any, TextIO
@@ -12,28 +11,15 @@ from typing import Any, TextIO
 import orjson
 import structlog
 
+from shared.redaction import SECRET_KEYS, redact
 from shared.settings import Settings
-
-_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
-_SECRET = re.compile(r"\b(whsec|sk|rk|pk)_(live|test)?_?[A-Za-z0-9]{6,}")
-_SECRET_KEYS = {"secret", "secrets", "password", "api_key", "authorization", "payload", "body"}
-
-
-def redact(value: str) -> str:
-    """Mask e-mail addresses and Stripe keys or signing secrets inside free text."""
-    # Substring checks first: every line passes here, and most values hold neither.
-    if "@" in value:
-        value = _EMAIL.sub("***@***", value)
-    if "k_" in value or "whsec_" in value:
-        value = _SECRET.sub(r"\1_***", value)
-    return value
 
 
 def _redact_processor(
     _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
     for key, value in list(event_dict.items()):
-        if key in _SECRET_KEYS:
+        if key in SECRET_KEYS:
             event_dict[key] = "***"
         elif isinstance(value, str):
             event_dict[key] = redact(value)

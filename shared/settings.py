@@ -14,12 +14,12 @@ from typing import Any
 
 from dotenv import dotenv_values
 
+from shared.errors import SettingsError
+
+__all__ = ["Settings", "SettingsError"]
+
 DEFAULT_DATABASE_URL = "postgresql://127.0.0.1:5432/stripe_ingest"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
-
-
-class SettingsError(ValueError):
-    """A setting is missing or malformed; the message is one line meant for an operator."""
 
 
 @dataclass(frozen=True)

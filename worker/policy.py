@@ -6,7 +6,7 @@ import hashlib
 import random
 from collections.abc import Callable
 
-from shared.logging import redact
+from shared.redaction import redact
 
 _ERROR_CHARS = 500
 _TRACEBACK_CHARS = 20_000
@@ -29,12 +29,6 @@ def backoff_ms(
     """
     ceiling = min(max_ms, min_ms * 2 ** min(max(failures - 1, 0), 40))
     return max(min_ms, int(ceiling * (0.5 + rand() / 2)))
-
-
-def error_line(error: BaseException) -> str:
-    """One redacted line naming the exception, for `last_error` and the logs."""
-    text = " ".join(f"{type(error).__name__}: {error}".split())
-    return redact(text)[:_ERROR_CHARS]
 
 
 def traceback_text(text: str) -> str:

@@ -21,6 +21,7 @@ from datetime import datetime
 from typing import Any, LiteralString
 
 import psycopg
+import stripe
 from psycopg.rows import DictRow
 
 from shared.settings import Settings
@@ -49,12 +50,23 @@ class Event:
         return prev if isinstance(prev, dict) else {}
 
 
+@dataclass(frozen=True)
+class Services:
+    """What handlers may use besides the transaction, built once when the worker starts."""
+
+    # A Stripe API client when STRIPE_API_KEY is set (re-fetching objects), else None.
+    stripe: stripe.StripeClient | None = None
+    # Sends notification ids to the delivery actor (after the commit); None: not sent.
+    enqueue_notifications: Callable[[list[int]], None] | None = None
+
+
 @dataclass
 class Tx:
     """The open transaction a handler writes in, and what it may need besides."""
 
     conn: psycopg.Connection[DictRow]
     settings: Settings
+    services: Services = field(default_factory=Services)
     # Handlers may leave notes for later handlers of the same event.
     scratch: dict[str, Any] = field(default_factory=dict)
     # Called by the worker after the transaction commits (e.g. enqueue a notification);
@@ -75,7 +87,8 @@ class Tx:
 Handler = Callable[[Tx, Event], None]
 
 
-SweepHook = Callable[[Settings], None]
+# Run by the sweeper on every pass, with the sweeper's settings and broker.
+SweepHook = Callable[[Settings, Any], None]
 
 
 class Registry:
@@ -83,6 +96,12 @@ class Registry:
         self._handlers: dict[str, list[Handler]] = {}
         # Run by the sweeper on every pass, after its own work (e.g. unsent notifications).
         self.sweep_hooks: list[SweepHook] = []
+        # How notifications leave, if not SMTP or the log (`send(message) -> str | None`).
+        self.transport: Any = None
+
+    def use_transport(self, transport: Any) -> None:
+        """Plug in another notification transport (a webhook to your app...); None restores."""
+        self.transport = transport
 
     def on_sweep(self, fn: SweepHook) -> SweepHook:
         if fn not in self.sweep_hooks:
@@ -117,3 +136,4 @@ class Registry:
 REGISTRY = Registry()
 handles = REGISTRY.handles
 on_sweep = REGISTRY.on_sweep
+use_transport = REGISTRY.use_transport

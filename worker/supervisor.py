@@ -1,4 +1,4 @@
-"""`python -m worker`: run `dramatiq worker.entry` as a child and keep it running.
+"""`python -m worker`: run `dramatiq worker.entry:boot` as a child and keep it running.
 
 Dramatiq's main process stops every worker process when one dies (a SIGKILL, the OOM killer), then
 exits; this supervisor starts it again, with backoff. SIGTERM/SIGINT are forwarded once (Dramatiq
@@ -44,7 +44,7 @@ def dramatiq_command(settings: Settings) -> list[str]:
         sys.executable,
         "-m",
         "dramatiq",
-        "worker.entry",
+        "worker.entry:boot",
         "--processes",
         str(settings.worker_processes),
         "--threads",

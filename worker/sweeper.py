@@ -26,11 +26,11 @@ from dramatiq.brokers.redis import RedisBroker
 
 from shared.broker import enqueue_events, make_broker
 from shared.db import Connection, DatabaseUnavailable, connect
+from shared.errors import error_line
 from shared.logging import configure_logging
 from shared.settings import Settings, SettingsError
 from worker import sql
 from worker.metrics import SweeperMetrics
-from worker.policy import error_line
 from worker.registry import REGISTRY, Registry
 
 log = structlog.get_logger(__name__)
@@ -100,7 +100,7 @@ class Sweeper:
     def run_hooks(self) -> None:
         for hook in list(self.registry.sweep_hooks):
             try:
-                hook(self.settings)
+                hook(self.settings, self.broker)
             except Exception as e:
                 log.error(
                     "sweeper.hook_failed",
@@ -140,7 +140,7 @@ class Sweeper:
 def load_hooks(settings: Settings, broker: RedisBroker) -> None:
     """Import the modules whose sweep hooks we run (they may declare actors: set the broker)."""
     dramatiq.set_broker(broker)
-    importlib.import_module("worker.mirror")
+    importlib.import_module("worker.mirror.notifications")
     for module in settings.user_handlers:
         importlib.import_module(module)
 

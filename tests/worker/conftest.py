@@ -9,7 +9,7 @@ from shared.db import Connection, make_pool
 from shared.settings import Settings
 from tests.procs import forget_recent, recent_logs
 from tests.worker.support import Messages, create_effects_table
-from worker.processing import Processor
+from worker.engine import Engine
 
 
 @pytest.fixture
@@ -50,7 +50,5 @@ def messages() -> Messages:
 
 
 @pytest.fixture
-def processor(
-    pool: ConnectionPool[Connection], settings: Settings, messages: Messages
-) -> Processor:
-    return Processor(pool=pool, settings=settings, enqueue=messages.enqueue, worker_id="test")
+def processor(pool: ConnectionPool[Connection], settings: Settings, messages: Messages) -> Engine:
+    return Engine(pool=pool, settings=settings, enqueue=messages.enqueue, worker_id="test")

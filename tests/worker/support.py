@@ -15,7 +15,7 @@ from ingest.storage import insert_events_sync
 from shared.db import connect
 from tests.support import load_event
 from tests.worker.handlers import EFFECTS_DDL
-from worker.processing import Processor
+from worker.engine import Engine
 
 BASE = load_event("stripe-ruby-mock__customer.subscription.updated__1")
 T0 = 1_700_000_000
@@ -126,7 +126,7 @@ class Messages:
         with self._lock:
             self.sent.append((time.monotonic() + (delay_ms or 0) / 1000, event_id, delay_ms))
 
-    def deliver_all(self, processor: Processor, timeout: float = 15.0) -> None:
+    def deliver_all(self, processor: Engine, timeout: float = 15.0) -> None:
         deadline = time.monotonic() + timeout
         while self.sent:
             assert time.monotonic() < deadline, "messages kept coming"

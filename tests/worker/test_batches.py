@@ -25,8 +25,8 @@ from tests.worker.support import (
     statuses,
     store,
 )
+from worker.engine import Engine
 from worker.policy import key_lock_id
-from worker.processing import Processor
 from worker.registry import Event, Registry, Tx
 
 
@@ -35,7 +35,7 @@ def pairs(events: list[dict[str, Any]]) -> list[tuple[str, str]]:
 
 
 def test_a_message_naming_many_keys_finishes_each_key_in_creation_order(
-    effects_db: str, processor: Processor
+    effects_db: str, processor: Engine
 ) -> None:
     events = backlog(n_customers=6, per_customer=20, event_type=h.RECORD)
     store(effects_db, events)
@@ -59,7 +59,7 @@ def test_a_message_naming_many_keys_finishes_each_key_in_creation_order(
 
 
 def test_concurrent_overlapping_messages_give_one_effect_per_event_in_order(
-    effects_db: str, processor: Processor
+    effects_db: str, processor: Engine
 ) -> None:
     events = backlog(n_customers=8, per_customer=10, event_type=h.RECORD, seed=5)
     store(effects_db, events)
@@ -75,7 +75,7 @@ def test_concurrent_overlapping_messages_give_one_effect_per_event_in_order(
 
 
 def test_a_failing_event_retries_alone_while_the_rest_of_the_message_is_processed(
-    effects_db: str, processor: Processor, messages: Messages
+    effects_db: str, processor: Engine, messages: Messages
 ) -> None:
     events = [
         make_event("evt_f1", "cus_f", T0, h.FLAKY, fail_times=1),
@@ -116,7 +116,7 @@ def test_a_failing_event_retries_alone_while_the_rest_of_the_message_is_processe
 
 
 def test_a_busy_key_is_left_to_its_holder_and_a_waiting_key_to_its_retry(
-    effects_db: str, processor: Processor
+    effects_db: str, processor: Engine
 ) -> None:
     events = [
         make_event("evt_busy", "cus_busy", T0, h.RECORD),
@@ -155,7 +155,7 @@ def test_after_commit_callbacks_of_a_round_run_after_its_commit(
         if event.type == "test.after.fail":
             raise RuntimeError("boom")
 
-    processor = Processor(pool=pool, settings=settings, enqueue=messages.enqueue, registry=registry)
+    processor = Engine(pool=pool, settings=settings, enqueue=messages.enqueue, registry=registry)
     events = [
         make_event("evt_ok1", "cus_1", T0, "test.after.ok"),
         make_event("evt_ok2", "cus_1", T0 + 1, "test.after.ok"),
@@ -186,7 +186,7 @@ def test_deferred_items_of_a_round_reach_their_function_once_after_the_commit(
     def handler(tx: Tx, event: Event) -> None:
         tx.defer(send_all, event.id)
 
-    processor = Processor(pool=pool, settings=settings, enqueue=messages.enqueue, registry=registry)
+    processor = Engine(pool=pool, settings=settings, enqueue=messages.enqueue, registry=registry)
     events = [
         make_event("evt_d1", "cus_1", T0, "test.deferred"),
         make_event("evt_d2", "cus_2", T0, "test.deferred"),

@@ -10,13 +10,14 @@ import prometheus_client
 from psycopg_pool import ConnectionPool
 
 from shared.db import Connection
+from shared.errors import error_line
 from shared.settings import Settings
 from tests.procs import run_worker, wait_until
 from tests.worker import handlers as h
 from tests.worker.support import T0, make_event, store
+from worker.engine import Engine
 from worker.metrics import DatabaseGauges, WorkerMetrics
-from worker.policy import backoff_ms, error_line, key_lock_id
-from worker.processing import Processor
+from worker.policy import backoff_ms, key_lock_id
 from worker.supervisor import Supervisor
 
 
@@ -51,7 +52,7 @@ def test_metrics_count_outcomes_failures_and_lag(
 ) -> None:
     registry = prometheus_client.CollectorRegistry()
     metrics = WorkerMetrics(registry)
-    processor = Processor(
+    processor = Engine(
         pool=pool, settings=settings, enqueue=lambda *_: None, metrics=metrics, worker_id="m"
     )
     store(

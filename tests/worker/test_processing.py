@@ -1,7 +1,7 @@
 """The processing function in-process, against real PostgreSQL: ordering, retries, dead letters.
 
 Messages are kept in a list here instead of Redis (the real broker and processes are exercised in
-test_processes.py); the Processor is the same code the actor calls.
+test_processes.py); the Engine is the same code the actor calls.
 """
 
 from __future__ import annotations
@@ -27,14 +27,12 @@ from tests.worker.support import (
     statuses,
     store,
 )
+from worker.engine import Engine
 from worker.policy import key_lock_id
-from worker.processing import Processor
 from worker.registry import Event, Registry, Tx
 
 
-def test_backlog_is_drained_per_key_in_creation_order(
-    effects_db: str, processor: Processor
-) -> None:
+def test_backlog_is_drained_per_key_in_creation_order(effects_db: str, processor: Engine) -> None:
     events = backlog(n_customers=4, per_customer=12, event_type=h.RECORD)
     store(effects_db, events)
     # Messages arrive in the shuffled order of storage; each drains what is runnable of its key.
@@ -47,7 +45,7 @@ def test_backlog_is_drained_per_key_in_creation_order(
 
 
 def test_concurrent_duplicate_messages_give_one_effect_each(
-    effects_db: str, processor: Processor
+    effects_db: str, processor: Engine
 ) -> None:
     events = backlog(n_customers=5, per_customer=8, event_type=h.RECORD, seed=3)
     store(effects_db, events)
@@ -61,7 +59,7 @@ def test_concurrent_duplicate_messages_give_one_effect_each(
     assert attempts == [{"attempts": 1}]
 
 
-def test_finished_event_message_is_a_no_op(effects_db: str, processor: Processor) -> None:
+def test_finished_event_message_is_a_no_op(effects_db: str, processor: Engine) -> None:
     store(effects_db, [make_event("evt_done", "cus_a", T0, h.RECORD)])
     assert [o.status for o in processor.handle("evt_done")] == ["processed"]
     before = one(effects_db, "SELECT process_seq, processed_at FROM stripe_events")
@@ -71,7 +69,7 @@ def test_finished_event_message_is_a_no_op(effects_db: str, processor: Processor
     assert effects(effects_db) == {"evt_done": 1}
 
 
-def test_type_without_handler_is_ignored(effects_db: str, processor: Processor) -> None:
+def test_type_without_handler_is_ignored(effects_db: str, processor: Engine) -> None:
     store(effects_db, [make_event("evt_x", "cus_a", T0, "test.worker.nobody_handles_this")])
     processor.handle("evt_x")
     row = one(effects_db, "SELECT status, attempts, process_seq, processed_at FROM stripe_events")
@@ -83,7 +81,7 @@ def test_type_without_handler_is_ignored(effects_db: str, processor: Processor) 
 
 
 def test_failing_twice_then_succeeding_is_processed_with_three_attempts(
-    effects_db: str, processor: Processor, messages: Messages, settings: Settings
+    effects_db: str, processor: Engine, messages: Messages, settings: Settings
 ) -> None:
     store(effects_db, [make_event("evt_flaky", "cus_a", T0, h.FLAKY, fail_times=2)])
     first = processor.handle("evt_flaky")
@@ -115,7 +113,7 @@ def test_failing_twice_then_succeeding_is_processed_with_three_attempts(
 
 
 def test_poison_event_goes_dead_and_its_key_moves_on_while_other_keys_never_wait(
-    effects_db: str, processor: Processor, messages: Messages, settings: Settings
+    effects_db: str, processor: Engine, messages: Messages, settings: Settings
 ) -> None:
     events = [
         make_event("evt_p1", "cus_p", T0, h.POISON),
@@ -165,7 +163,7 @@ def test_poison_event_goes_dead_and_its_key_moves_on_while_other_keys_never_wait
 
 
 def test_busy_key_returns_at_once_without_consuming_retries(
-    effects_db: str, processor: Processor
+    effects_db: str, processor: Engine
 ) -> None:
     store(effects_db, [make_event("evt_b", "cus_busy", T0, h.RECORD)])
     with psycopg.connect(effects_db) as other, other.transaction():
@@ -179,7 +177,7 @@ def test_busy_key_returns_at_once_without_consuming_retries(
 
 
 def test_replayed_events_are_processed_again_with_a_new_process_seq(
-    effects_db: str, processor: Processor, messages: Messages, settings: Settings
+    effects_db: str, processor: Engine, messages: Messages, settings: Settings
 ) -> None:
     store(
         effects_db,
@@ -232,7 +230,7 @@ def test_after_commit_callbacks_run_after_the_commit_and_never_after_a_rollback(
         if event.type == "test.after.fail":
             raise RuntimeError("boom")
 
-    processor = Processor(pool=pool, settings=settings, enqueue=messages.enqueue, registry=registry)
+    processor = Engine(pool=pool, settings=settings, enqueue=messages.enqueue, registry=registry)
     store(
         effects_db,
         [
@@ -247,7 +245,7 @@ def test_after_commit_callbacks_run_after_the_commit_and_never_after_a_rollback(
 
 
 def test_a_message_with_its_ordering_key_is_processed_and_a_finished_one_is_a_no_op(
-    effects_db: str, processor: Processor
+    effects_db: str, processor: Engine
 ) -> None:
     store(
         effects_db,

@@ -143,11 +143,11 @@ def test_database_down_is_logged_and_hooks_still_run(
     ran: list[str] = []
 
     @registry.on_sweep
-    def broken(_: Settings) -> None:
+    def broken(_: Settings, __: object) -> None:
         raise RuntimeError("hook failure")
 
     @registry.on_sweep
-    def fine(s: Settings) -> None:
+    def fine(s: Settings, _: object) -> None:
         ran.append(s.redis_namespace)
 
     unreachable = settings.with_overrides(database_url="postgresql://127.0.0.1:1/nothing")

@@ -15,7 +15,7 @@ from psycopg_pool import ConnectionPool
 from shared.db import Connection
 from shared.settings import Settings
 from tests.worker.support import T0, make_event, one, store
-from worker.processing import Processor
+from worker.engine import Engine
 from worker.registry import Event, Registry, Tx
 from worker.transient import is_transient, transient
 
@@ -69,7 +69,7 @@ def stripe_api() -> Iterator[FlakyStripe]:
 
 def processor_with(
     handler_type: str, api: FlakyStripe, pool: ConnectionPool[Connection], settings: Settings
-) -> Processor:
+) -> Engine:
     registry = Registry()
 
     @transient
@@ -81,7 +81,7 @@ def processor_with(
         customer = fetch_customer(event.object["customer"])
         tx.execute("SELECT %s::text", (customer.id,))
 
-    return Processor(pool=pool, settings=settings, enqueue=lambda *_: None, registry=registry)
+    return Engine(pool=pool, settings=settings, enqueue=lambda *_: None, registry=registry)
 
 
 def test_stripe_5xx_and_429_are_retried_in_process_without_spending_event_attempts(

@@ -1,13 +1,7 @@
 """The billing mirror: customers, subscriptions, invoices, charges, disputes, refunds and
 checkout sessions kept in PostgreSQL, access decisions, and a notifications outbox.
 
-Importing this package registers its handlers and its sweep hook (re-enqueue unsent
-notifications) with `worker.registry`, and declares the `deliver_notification` actor; the worker
-entry sets the Dramatiq broker before importing it.
+Importing `worker.mirror.handlers` registers its handlers with `worker.registry`, and
+`worker.mirror.notifications` its sweep hook (re-enqueue unsent notifications). The worker's
+entry imports them; `worker.mirror.actors.declare_delivery_actor` declares the delivery actor.
 """
-
-from __future__ import annotations
-
-from worker.mirror import actors, handlers, notifications
-
-__all__ = ["actors", "handlers", "notifications"]

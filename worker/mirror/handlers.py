@@ -31,8 +31,8 @@ def _current(tx: Tx, event: Event, kind: str) -> tuple[Mapping[str, Any], Row]:
     """
     obj = event.object
     object_id = shapes.id_of(obj.get("id"))
-    if object_id and tx.settings.stripe_api_key:
-        fetched = stripe_api.fetch(tx.settings, kind, object_id)
+    if object_id and tx.services.stripe is not None:
+        fetched = stripe_api.fetch(tx.services.stripe, kind, object_id)
         if fetched is not None:
             now = datetime.now(UTC).replace(microsecond=0)
             return fetched, _source(event, max(now, event.created))

@@ -20,12 +20,11 @@ from dramatiq.brokers.redis import RedisBroker
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from shared.broker import make_broker
-from shared.db import Connection, DatabaseUnavailable, connection
-from shared.logging import redact
+from shared.db import Connection, connection
+from shared.errors import error_line, translate_db_error
 from shared.settings import Settings
 from worker.mirror import queries
-from worker.mirror.transports import Message, transport_for
+from worker.mirror.transports import Message, Transport, transport_for
 from worker.registry import Event, Tx, on_sweep
 
 log = structlog.get_logger(__name__)
@@ -42,9 +41,6 @@ STRANDED_AFTER = timedelta(minutes=1)
 
 class DeliveryFailed(Exception):
     """The transport failed; the row is unclaimed again and the delivery will be retried."""
-
-
-_brokers: dict[tuple[str, str], RedisBroker] = {}
 
 
 def notify(
@@ -67,17 +63,11 @@ def notify(
     if row is None:
         return None
     notification_id = int(row["id"])
-    tx.defer(_enqueue_deferred, (tx.settings, notification_id))
+    send = tx.services.enqueue_notifications
+    if send is not None:  # else the sweeper sends it once it is STRANDED_AFTER old
+        tx.defer(send, notification_id)
     log.debug("notification.queued", notification_id=notification_id, kind=kind)
     return notification_id
-
-
-def _broker(settings: Settings) -> RedisBroker:
-    """A broker for these settings, built once; enqueueing needs no declared actor."""
-    key = (settings.redis_url, settings.redis_namespace)
-    if key not in _brokers:
-        _brokers[key] = make_broker(settings)
-    return _brokers[key]
 
 
 def delivery_message(notification_ids: list[int]) -> dramatiq.Message[object]:
@@ -86,37 +76,33 @@ def delivery_message(notification_ids: list[int]) -> dramatiq.Message[object]:
     )
 
 
-def enqueue(settings: Settings, notification_ids: list[int]) -> None:
+def enqueue(broker: RedisBroker, notification_ids: list[int]) -> None:
     """One message per PER_MESSAGE ids (the actor still takes a single id, as older
     versions sent)."""
-    broker = _broker(settings)
     for start in range(0, len(notification_ids), PER_MESSAGE):
         broker.enqueue(delivery_message(notification_ids[start : start + PER_MESSAGE]))
 
 
-def _enqueue_deferred(items: list[tuple[Settings, int]]) -> None:
-    """After a commit: the notifications of all its events, in one message per broker."""
-    by_broker: dict[tuple[str, str], tuple[Settings, list[int]]] = {}
-    for settings, notification_id in items:
-        key = (settings.redis_url, settings.redis_namespace)
-        by_broker.setdefault(key, (settings, []))[1].append(notification_id)
-    for settings, ids in by_broker.values():
-        enqueue(settings, ids)
-
-
 def deliver(
-    settings: Settings, notification_id: int, pool: ConnectionPool[Connection] | None = None
+    settings: Settings,
+    notification_id: int,
+    pool: ConnectionPool[Connection] | None = None,
+    transport: Transport | None = None,
 ) -> bool:
     """Send one notification if nobody has; returns True if this call sent (or settled) it."""
-    return deliver_many(settings, [notification_id], pool) == [notification_id]
+    return deliver_many(settings, [notification_id], pool, transport) == [notification_id]
 
 
 def deliver_many(
-    settings: Settings, notification_ids: list[int], pool: ConnectionPool[Connection] | None = None
+    settings: Settings,
+    notification_ids: list[int],
+    pool: ConnectionPool[Connection] | None = None,
+    transport: Transport | None = None,
 ) -> list[int]:
     """Send each notification nobody has sent; the ids this call sent (or settled). Raises
     DeliveryFailed after trying them all if any send failed (those are unclaimed again)."""
     opened = pool.connection() if pool is not None else connection(settings.database_url)
+    transport = transport or transport_for(settings)
     sent: list[int] = []
     failed: list[str] = []
     try:
@@ -124,18 +110,18 @@ def deliver_many(
             conn.autocommit = True  # each claim is committed before its send
             for notification_id in notification_ids:
                 try:
-                    if _deliver(conn, settings, notification_id):
+                    if _deliver(conn, transport, notification_id):
                         sent.append(notification_id)
                 except DeliveryFailed as e:
                     failed.append(str(e))
     except psycopg.Error as e:
-        raise DatabaseUnavailable(" ".join(str(e).split())) from e
+        raise translate_db_error(e) from e
     if failed:
         raise DeliveryFailed(failed[0] if len(failed) == 1 else f"{len(failed)} sends failed")
     return sent
 
 
-def _deliver(conn: Connection, settings: Settings, notification_id: int) -> bool:
+def _deliver(conn: Connection, transport: Transport, notification_id: int) -> bool:
     row = conn.execute(
         queries.CLAIM_NOTIFICATION, {"id": notification_id, "max_attempts": MAX_ATTEMPTS}
     ).fetchone()
@@ -151,10 +137,10 @@ def _deliver(conn: Connection, settings: Settings, notification_id: int) -> bool
         name=row["name"],
     )
     try:
-        note = transport_for(settings).send(message)
+        note = transport.send(message)
     except Exception as e:
         # SMTP errors may quote the recipient: redacted before they are stored, logged or raised.
-        error = redact(" ".join(f"{type(e).__name__}: {e}".split()))[:500]
+        error = error_line(e)
         conn.execute(queries.RELEASE_NOTIFICATION, {"id": notification_id, "error": error})
         log.warning(
             "notification.failed",
@@ -171,7 +157,11 @@ def _deliver(conn: Connection, settings: Settings, notification_id: int) -> bool
 
 
 def requeue_stranded(
-    settings: Settings, *, min_age: timedelta = STRANDED_AFTER, limit: int = 500
+    settings: Settings,
+    broker: RedisBroker,
+    *,
+    min_age: timedelta = STRANDED_AFTER,
+    limit: int = 500,
 ) -> list[int]:
     """Enqueue again the unsent notifications whose message may have been lost."""
     try:
@@ -181,15 +171,15 @@ def requeue_stranded(
                 {"max_attempts": MAX_ATTEMPTS, "min_age": min_age, "limit": limit},
             ).fetchall()
     except psycopg.Error as e:
-        raise DatabaseUnavailable(" ".join(str(e).split())) from e
+        raise translate_db_error(e) from e
     ids = [int(r["id"]) for r in rows]
     if ids:
-        enqueue(settings, ids)
+        enqueue(broker, ids)
         log.info("notification.requeued", count=len(ids))
     return ids
 
 
 @on_sweep
-def requeue_notifications_hook(settings: Settings) -> None:
+def requeue_notifications_hook(settings: Settings, broker: RedisBroker) -> None:
     """Run by the sweeper on every pass."""
-    requeue_stranded(settings)
+    requeue_stranded(settings, broker)

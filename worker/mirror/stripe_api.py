@@ -25,7 +25,6 @@ from shared.settings import Settings
 log = structlog.get_logger(__name__)
 
 _PATHS = {"subscription": "/v1/subscriptions/", "invoice": "/v1/invoices/"}
-_clients: dict[tuple[str, str | None], stripe.StripeClient] = {}
 
 
 def _transient(error: BaseException) -> bool:
@@ -35,21 +34,16 @@ def _transient(error: BaseException) -> bool:
     return isinstance(error, stripe.StripeError) and isinstance(status, int) and status >= 500
 
 
-def client(settings: Settings) -> stripe.StripeClient | None:
-    """One client per key and base, built on first use; None when no key is configured."""
+def make_client(settings: Settings) -> stripe.StripeClient | None:
+    """The worker's Stripe client (built once at start); None when no key is configured."""
     if not settings.stripe_api_key:
         return None
-    key = (settings.stripe_api_key, settings.stripe_api_base)
-    found = _clients.get(key)
-    if found is None:
-        found = stripe.StripeClient(
-            settings.stripe_api_key,
-            base_addresses={"api": settings.stripe_api_base} if settings.stripe_api_base else {},
-            max_network_retries=0,  # tenacity retries, below
-            http_client=stripe.RequestsClient(timeout=10),
-        )
-        _clients[key] = found
-    return found
+    return stripe.StripeClient(
+        settings.stripe_api_key,
+        base_addresses={"api": settings.stripe_api_base} if settings.stripe_api_base else {},
+        max_network_retries=0,  # tenacity retries, below
+        http_client=stripe.RequestsClient(timeout=10),
+    )
 
 
 @retry(
@@ -63,9 +57,8 @@ def _get(api: stripe.StripeClient, path: str) -> Any:
     return response.data
 
 
-def fetch(settings: Settings, kind: str, object_id: str) -> Mapping[str, Any] | None:
-    """The current `kind` object, or None when no key is set or Stripe no longer has it."""
-    api = client(settings)
+def fetch(api: stripe.StripeClient | None, kind: str, object_id: str) -> Mapping[str, Any] | None:
+    """The current `kind` object, or None without a client or when Stripe no longer has it."""
     if api is None or kind not in _PATHS or not object_id:
         return None
     try:

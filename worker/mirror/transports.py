@@ -121,18 +121,10 @@ class SmtpTransport:
         return None
 
 
-_custom: Transport | None = None
-
-
-def use_transport(transport: Transport | None) -> None:
-    """Plug in another transport (a webhook to your app, a chat message...); None restores."""
-    global _custom
-    _custom = transport
-
-
-def transport_for(settings: Settings) -> Transport:
-    if _custom is not None:
-        return _custom
+def transport_for(settings: Settings, custom: Transport | None = None) -> Transport:
+    """`custom` (registered with `worker.registry.use_transport`), else SMTP or the log."""
+    if custom is not None:
+        return custom
     if settings.smtp_url:
         return SmtpTransport(settings.smtp_url)
     return LogTransport()

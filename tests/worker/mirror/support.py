@@ -1,5 +1,5 @@
 """Helpers for the billing mirror's tests: store events as the receiver does and process them
-with the workers' Processor, in-process."""
+with the workers' Engine, in-process."""
 
 from __future__ import annotations
 
@@ -10,12 +10,15 @@ from typing import Any
 
 import psycopg
 
-import worker.mirror  # noqa: F401  (registers the mirror's handlers)
+import worker.mirror.handlers  # noqa: F401  (registers the mirror's handlers)
 from ingest.event import event_row
 from ingest.storage import insert_events_sync
+from shared.broker import make_broker
 from shared.db import connect, make_pool
 from shared.settings import Settings
-from worker.processing import Outcome, Processor
+from worker.engine import Engine
+from worker.inflight import Outcome
+from worker.mirror.services import mirror_services
 
 PENDING_KEYS = """
 SELECT ordering_key FROM stripe_events WHERE status = 'pending'
@@ -31,16 +34,20 @@ def store(settings: Settings, events: Iterable[Mapping[str, Any]]) -> set[str]:
 
 
 def process_pending(settings: Settings) -> list[Outcome]:
-    """Drain every key with pending events through the workers' own Processor (what the
+    """Drain every key with pending events through the workers' own Engine (what the
     `process_event` actor runs): handlers, status and attempts in one transaction per event,
     creation order per key, after-commit callbacks (notification enqueues) run. Retries are due
     later and are not waited for here."""
     pool = make_pool(settings.database_url, min_size=1, max_size=2, name="mirror-tests")
     pool.open(wait=True)
     retries: list[tuple[str, int | None]] = []
+    broker = make_broker(settings)
     try:
-        processor = Processor(
-            pool=pool, settings=settings, enqueue=lambda i, d: retries.append((i, d))
+        processor = Engine(
+            pool=pool,
+            settings=settings,
+            enqueue=lambda i, d: retries.append((i, d)),
+            services=mirror_services(settings, broker),
         )
         with pool.connection() as conn:
             keys = [r["ordering_key"] for r in conn.execute(PENDING_KEYS).fetchall()]
@@ -50,6 +57,7 @@ def process_pending(settings: Settings) -> list[Outcome]:
         return outcomes
     finally:
         pool.close()
+        broker.close()
 
 
 def apply(settings: Settings, *events: Mapping[str, Any]) -> list[Outcome]:

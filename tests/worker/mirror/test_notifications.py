@@ -12,12 +12,13 @@ import orjson
 import pytest
 import redis
 
+from shared.broker import make_broker
 from shared.db import connect
 from shared.settings import Settings
 from tests.worker.mirror import builders as b
 from tests.worker.mirror.fake_smtp import fake_smtp
 from tests.worker.mirror.support import apply, process_pending, replay, rows, store
-from worker.mirror import notifications, transports
+from worker.mirror import notifications
 from worker.mirror.transports import Message
 from worker.registry import REGISTRY
 
@@ -184,17 +185,13 @@ def test_failed_send_is_released_and_retried(settings: Settings) -> None:
     apply(settings, triggering_events()[2])
     [note] = outbox(settings)
     flaky = Flaky(failures=1)
-    transports.use_transport(flaky)
-    try:
-        with pytest.raises(notifications.DeliveryFailed):
-            notifications.deliver(settings, note["id"])
-        [after] = outbox(settings)
-        assert after["sent_at"] is None and after["attempts"] == 1
-        assert after["last_error"] == "ConnectionError: mail relay down, refused ***@***"
-        assert notifications.deliver(settings, note["id"]) is True
-        assert notifications.deliver(settings, note["id"]) is False
-    finally:
-        transports.use_transport(None)
+    with pytest.raises(notifications.DeliveryFailed):
+        notifications.deliver(settings, note["id"], transport=flaky)
+    [after] = outbox(settings)
+    assert after["sent_at"] is None and after["attempts"] == 1
+    assert after["last_error"] == "ConnectionError: mail relay down, refused ***@***"
+    assert notifications.deliver(settings, note["id"], transport=flaky) is True
+    assert notifications.deliver(settings, note["id"], transport=flaky) is False
     assert [m.kind for m in flaky.sent] == ["payment_succeeded"]
     assert [m.to for m in flaky.sent] == [None]  # no customer row with an address yet
 
@@ -230,10 +227,11 @@ def test_smtp_without_an_address_is_noted_not_retried(settings: Settings) -> Non
 
 
 def test_sweep_hook_requeues_stranded_notifications(settings: Settings, queue: redis.Redis) -> None:
+    broker = make_broker(settings)
     apply(settings, *triggering_events())
     queue.delete(f"{settings.redis_namespace}:notifications.msgs")  # the messages are lost
     assert notifications.requeue_notifications_hook in REGISTRY.sweep_hooks
-    assert notifications.requeue_stranded(settings) == []  # younger than a minute
+    assert notifications.requeue_stranded(settings, broker) == []  # younger than a minute
     with connect(settings.database_url) as conn:
         conn.execute(
             "UPDATE notifications SET created_at = created_at - interval '2 minutes', "
@@ -243,8 +241,8 @@ def test_sweep_hook_requeues_stranded_notifications(settings: Settings, queue: r
         conn.commit()
     for hook in REGISTRY.sweep_hooks:
         if hook is notifications.requeue_notifications_hook:
-            hook(settings)
+            hook(settings, broker)
     assert queued(queue, settings) == len(EXPECTED) - 1
     # Just re-enqueued: the next pass leaves them alone.
-    assert notifications.requeue_stranded(settings) == []
-    assert notifications.requeue_stranded(settings, min_age=timedelta(0)) != []
+    assert notifications.requeue_stranded(settings, broker) == []
+    assert notifications.requeue_stranded(settings, broker, min_age=timedelta(0)) != []
