@@ -7,6 +7,7 @@ import sys
 import click
 
 from shared.db import DatabaseUnavailable
+from shared.migrate import MigrationError
 from shared.migrate import migrate as run_migrations
 from stripe_ingest import __version__
 from stripe_ingest.cli.backfill import backfill
@@ -46,6 +47,9 @@ def main(argv: list[str] | None = None) -> None:
         cli.main(args=argv, prog_name="stripe-ingest", standalone_mode=True)
     except DatabaseUnavailable as e:
         click.echo(f"error: database unavailable: {e}", err=True)
+        sys.exit(1)
+    except MigrationError as e:
+        click.echo(f"error: {e}", err=True)
         sys.exit(1)
 
 
