@@ -19,7 +19,7 @@ GC_THRESHOLDS = (20_000, 20, 50)
 def _http_protocol() -> Any:
     if importlib.util.find_spec("httptools") is None:
         return "h11"
-    from ingest.http import JoinedWritesProtocol
+    from ingest.uvicorn_protocol import JoinedWritesProtocol
 
     return JoinedWritesProtocol
 

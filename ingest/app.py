@@ -19,7 +19,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ingest import routes
 from ingest.batcher import Batcher
-from ingest.enqueuer import Enqueuer, RedisEnqueue
+from ingest.dramatiq_compat import RedisEnqueue
+from ingest.enqueuer import Enqueuer
 from ingest.metrics import IntakeMetrics
 from ingest.probes import postgresql_probe, redis_probe
 from shared.broker import make_broker

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import psycopg
 import structlog
 
-from ingest.enqueuer import RedisEnqueue
+from ingest.dramatiq_compat import RedisEnqueue
 
 log = structlog.get_logger("ingest.probes")
 

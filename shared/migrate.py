@@ -1,5 +1,9 @@
 """`stripe-ingest migrate`: apply `migrations/NNNN_*.sql` in order, once each.
 
+The files ship inside the package as `shared.migrations` (pyproject maps that package onto the
+top-level `migrations/` directory) and are read through importlib.resources, so an installed
+wheel finds them as a checkout does.
+
 Safe to run from several hosts at once: a session-level advisory lock serialises runners, and
 each file is applied and recorded in one transaction.
 """
@@ -8,7 +12,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from pathlib import Path
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 
 import psycopg
 import structlog
@@ -16,7 +21,7 @@ from psycopg import sql
 
 from shared.db import DatabaseUnavailable, connect, database_name, with_database
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+MIGRATIONS_PACKAGE = "shared.migrations"
 _FILE = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 # pg_advisory_lock key for migrations: any constant that our other locks never hash to.
 _LOCK_KEY = 0x5354_5249_5045_4D49  # "STRIPEMI"
@@ -24,23 +29,44 @@ _LOCK_KEY = 0x5354_5249_5045_4D49  # "STRIPEMI"
 log = structlog.get_logger(__name__)
 
 
+class MigrationError(Exception):
+    """The migration files are missing or misnamed: the installation's fault, one line."""
+
+
 @dataclass(frozen=True)
 class Migration:
     version: str
     name: str
-    path: Path
+    path: Traversable
 
 
-def discover(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+def _shipped() -> Traversable:
+    try:
+        return files(MIGRATIONS_PACKAGE)
+    except ModuleNotFoundError as e:
+        raise MigrationError(
+            f"no migration files: package {MIGRATIONS_PACKAGE} is not installed"
+        ) from e
+
+
+def discover(directory: Traversable | None = None) -> list[Migration]:
+    """The migration files in `directory` (default: the shipped ones), in order; never none."""
+    where = _shipped() if directory is None else directory
     found = []
-    for path in sorted(directory.glob("*.sql")):
+    for path in sorted(
+        (p for p in where.iterdir() if p.name.endswith(".sql")), key=lambda p: p.name
+    ):
         match = _FILE.match(path.name)
         if not match:
-            raise ValueError(f"migration file name must look like 0001_name.sql: {path.name}")
-        found.append(Migration(version=match.group(1), name=path.stem, path=path))
+            raise MigrationError(f"migration file name must look like 0001_name.sql: {path.name}")
+        found.append(Migration(version=match.group(1), name=path.name[:-4], path=path))
+    if not found:
+        raise MigrationError(
+            f"no migration files (*.sql) in {where}: the installation is incomplete"
+        )
     versions = [m.version for m in found]
     if len(versions) != len(set(versions)):
-        raise ValueError("two migration files share a version number")
+        raise MigrationError("two migration files share a version number")
     return found
 
 
@@ -68,10 +94,10 @@ def ensure_database(url: str) -> bool:
     return True
 
 
-def migrate(url: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
+def migrate(url: str, directory: Traversable | None = None) -> list[str]:
     """Apply what is missing; returns the names applied by this call."""
-    ensure_database(url)
     migrations = discover(directory)
+    ensure_database(url)
     applied: list[str] = []
     with connect(url, autocommit=True) as conn:
         try:

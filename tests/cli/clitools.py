@@ -38,9 +38,10 @@ def run_cli(
     timeout: float = 60,
     **extra: str,
 ) -> subprocess.CompletedProcess[str]:
-    """`python -m cli.main ARGS` with the test's environment, from a directory without `.env`."""
+    """`python -m stripe_ingest.cli.main ARGS` with the test's environment, from a directory
+    without `.env`."""
     return subprocess.run(
-        [sys.executable, "-m", "cli.main", *args],
+        [sys.executable, "-m", "stripe_ingest.cli.main", *args],
         env=cli_env(env, **extra),
         cwd=cwd or ROOT / "tests" / "cli",
         input=input if input is not None else "",

@@ -173,7 +173,7 @@ def test_on_a_terminal_a_large_bulk_replay_asks_and_respects_the_answer(
         primary, secondary = pty.openpty()
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "cli.main", "replay", "--dead"],
+                [sys.executable, "-m", "stripe_ingest.cli.main", "replay", "--dead"],
                 env=cli_env(small),
                 cwd=ROOT / "tests" / "cli",
                 stdin=secondary,

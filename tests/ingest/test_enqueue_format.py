@@ -1,5 +1,6 @@
-"""The receiver's batched enqueue writes what Dramatiq's RedisBroker writes, so workers consume
-it as usual; and the payload column uses lz4 where the server has it."""
+"""The receiver's batched enqueue (ingest/dramatiq_compat.py, a copy of Dramatiq's internals)
+writes what Dramatiq's RedisBroker writes, so workers consume it as usual; and the payload
+column uses lz4 where the server has it."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 import redis
 from dramatiq import Message
 
-from ingest.enqueuer import EVENTS_PER_MESSAGE, RedisEnqueue
+from ingest.dramatiq_compat import EVENTS_PER_MESSAGE, RedisEnqueue
 from shared.broker import PROCESS_MANY_ACTOR, QUEUE_NAME, events_message, make_broker
 from shared.settings import Settings
 
@@ -43,7 +44,8 @@ async def test_a_batch_is_stored_as_the_broker_stores_it_and_a_consumer_gets_it_
             _text(k)[len(redis_namespace) + 4 :] for k in client.keys(f"{redis_namespace}-ref:*")
         }
         hash_key = f"{redis_namespace}:{QUEUE_NAME}.msgs"
-        stored = [_message(v) for v in client.hgetall(hash_key).values()]
+        raw = list(client.hgetall(hash_key).values())
+        stored = [_message(v) for v in raw]
         ref_hash_key = f"{redis_namespace}-ref:{QUEUE_NAME}.msgs"
         (ref_stored,) = [_message(v) for v in client.hgetall(ref_hash_key).values()]
         heartbeats = client.zrange(f"{redis_namespace}:__heartbeats__", 0, -1)
@@ -54,6 +56,8 @@ async def test_a_batch_is_stored_as_the_broker_stores_it_and_a_consumer_gets_it_
 
     assert ours == theirs  # the same keys: heartbeats, queue list, message hash
     assert heartbeats == [broker.broker_id.encode()]
+    # Byte for byte what Dramatiq's own encoder makes of the same message.
+    assert [_message(v).encode() for v in raw] == raw
     for message in stored:
         assert set(message.asdict()) == set(ref_stored.asdict())
         assert (message.queue_name, message.actor_name) == (QUEUE_NAME, PROCESS_MANY_ACTOR)

@@ -21,7 +21,8 @@ import pytest
 
 from ingest.app import create_app
 from ingest.batcher import Batcher
-from ingest.enqueuer import Enqueuer, RedisEnqueue
+from ingest.dramatiq_compat import RedisEnqueue
+from ingest.enqueuer import Enqueuer
 from ingest.event import EventRow, parse_event
 from ingest.metrics import IntakeMetrics
 from ingest.storage import EventRejected

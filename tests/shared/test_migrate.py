@@ -1,10 +1,16 @@
 from __future__ import annotations
 
+import re
 import threading
+import uuid
+from pathlib import Path
 
 import psycopg
+import pytest
 
-from shared.migrate import discover, migrate
+from shared.db import with_database
+from shared.migrate import MigrationError, discover, migrate
+from tests.conftest import ADMIN_URL
 
 
 def _tables(url: str) -> set[str]:
@@ -71,3 +77,31 @@ def test_migrate_twice_at_once_leaves_one_schema(database_url: str) -> None:
     assert errors == []
     assert sorted(len(r) for r in results) == [0, 0, 0, len(discover())]
     assert "stripe_events" in _tables(database_url)
+
+
+def test_the_shipped_migrations_are_the_files_of_the_migrations_directory() -> None:
+    files = sorted(p for p in (Path(__file__).parents[2] / "migrations").glob("*.sql"))
+    assert [m.name for m in discover()] == [p.stem for p in files]
+    assert [m.path.read_text() for m in discover()] == [p.read_text() for p in files]
+
+
+def test_without_migration_files_migrate_refuses_before_creating_the_database(
+    tmp_path: Path,
+) -> None:
+    name = f"si_none_{uuid.uuid4().hex[:10]}"
+    (tmp_path / "README").write_text("not a migration")
+
+    with pytest.raises(MigrationError, match=r"^no migration files \(\*\.sql\) in "):
+        migrate(with_database(ADMIN_URL, name), tmp_path)
+
+    with psycopg.connect(ADMIN_URL) as conn:
+        row = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+    assert row is None
+
+
+def test_a_misnamed_migration_file_is_refused_by_name(tmp_path: Path) -> None:
+    (tmp_path / "0001_events.sql").write_text("SELECT 1")
+    (tmp_path / "7_oops.sql").write_text("SELECT 1")
+
+    with pytest.raises(MigrationError, match=re.escape("must look like 0001_name.sql: 7_oops.sql")):
+        discover(tmp_path)

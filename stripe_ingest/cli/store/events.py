@@ -9,7 +9,7 @@ from typing import Any, LiteralString
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from cli.store.base import STATUSES, Connection, Filter, Row, _all, _one, translated
+from stripe_ingest.cli.store.base import STATUSES, Connection, Filter, Row, _all, _one, translated
 
 _EVENT_COLUMNS: LiteralString = (
     "e.id, e.type, e.status, e.attempts, e.created, e.received_at, e.processed_at,"

@@ -16,15 +16,15 @@ from typing import Any
 import click
 import orjson
 
-from cli import store
-from cli.context import Context, json_option, pass_context
-from cli.output import emit_json
-from cli.params import WHEN
-from cli.replay import Enqueuer, operator
 from ingest.event import MalformedEvent, event_row
 from ingest.storage import insert_events_sync
 from shared.db import Connection
 from shared.settings import Settings
+from stripe_ingest.cli import store
+from stripe_ingest.cli.context import Context, json_option, pass_context
+from stripe_ingest.cli.output import emit_json
+from stripe_ingest.cli.params import WHEN
+from stripe_ingest.cli.replay import Enqueuer, operator
 
 RETENTION = timedelta(days=30)
 PAGE_SIZE = 100

@@ -7,10 +7,10 @@ from datetime import timedelta
 
 import click
 
-from cli import store
-from cli.context import Context, json_option, pass_context
-from cli.output import emit_json, human_duration
-from cli.params import AGE
+from stripe_ingest.cli import store
+from stripe_ingest.cli.context import Context, json_option, pass_context
+from stripe_ingest.cli.output import emit_json, human_duration
+from stripe_ingest.cli.params import AGE
 
 
 @click.command()

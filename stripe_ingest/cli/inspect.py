@@ -7,11 +7,11 @@ from typing import Any
 
 import click
 
-from cli import store
-from cli.context import Context, json_option, pass_context
-from cli.output import dumps, emit_json, human_duration, pairs, table
-from cli.params import WHEN
 from shared.db import Connection
+from stripe_ingest.cli import store
+from stripe_ingest.cli.context import Context, json_option, pass_context
+from stripe_ingest.cli.output import dumps, emit_json, human_duration, pairs, table
+from stripe_ingest.cli.params import WHEN
 
 _filters = [
     click.option("--type", "event_type", metavar="TYPE", help="Only this event type."),

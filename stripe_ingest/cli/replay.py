@@ -15,12 +15,12 @@ from typing import Any
 
 import click
 
-from cli import store
-from cli.context import Context, json_option, pass_context
-from cli.output import emit_json, table
-from cli.params import WHEN
 from shared.db import Connection
 from shared.settings import Settings
+from stripe_ingest.cli import store
+from stripe_ingest.cli.context import Context, json_option, pass_context
+from stripe_ingest.cli.output import emit_json, table
+from stripe_ingest.cli.params import WHEN
 
 
 def operator() -> str:

@@ -1,4 +1,11 @@
-"""uvicorn's httptools protocol, with a response's head and body sent in one write.
+"""A subclass of uvicorn's internals: its httptools protocol, with a response's head and body
+sent in one write.
+
+Written against uvicorn 0.54 (pinned below 0.55 in pyproject.toml): it overrides
+`HttpToolsProtocol.connection_made` (from `uvicorn.protocols.http.httptools_impl`, not a public
+API) and relies on the protocol writing a response's head and its body as separate writes.
+tests/ingest/test_uvicorn_protocol.py guards it against the real uvicorn: the method is still
+there, the bytes on the wire are uvicorn's own, and a head whose body is late is not held back.
 
 uvicorn writes the status line and headers when the app sends `http.response.start`, and the
 body on `http.response.body`: two `send()` calls and two packets per response, a fifth of the

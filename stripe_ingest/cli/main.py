@@ -6,19 +6,24 @@ import sys
 
 import click
 
-from cli.backfill import backfill
-from cli.context import Context, pass_context
-from cli.demo import demo
-from cli.inspect import dead_letters, events, stats
-from cli.purge import purge
-from cli.replay import replay
 from shared.db import DatabaseUnavailable
+from shared.migrate import MigrationError
 from shared.migrate import migrate as run_migrations
+from stripe_ingest import __version__
+from stripe_ingest.cli.backfill import backfill
+from stripe_ingest.cli.context import Context, pass_context
+from stripe_ingest.cli.demo import demo
+from stripe_ingest.cli.inspect import dead_letters, events, stats
+from stripe_ingest.cli.purge import purge
+from stripe_ingest.cli.replay import replay
 
 __all__ = ["Context", "cli", "main", "pass_context"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(
+    __version__, "--version", prog_name="stripe-ingest", message="%(prog)s %(version)s"
+)
 def cli() -> None:
     """Operate the stripe-ingest pipeline."""
 
@@ -42,6 +47,9 @@ def main(argv: list[str] | None = None) -> None:
         cli.main(args=argv, prog_name="stripe-ingest", standalone_mode=True)
     except DatabaseUnavailable as e:
         click.echo(f"error: database unavailable: {e}", err=True)
+        sys.exit(1)
+    except MigrationError as e:
+        click.echo(f"error: {e}", err=True)
         sys.exit(1)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
-from cli.store.base import Connection, Row, _one, translated
+from stripe_ingest.cli.store.base import Connection, Row, _one, translated
 
 
 def open_run(conn: Connection, types: Sequence[str], undelivered: bool) -> Row | None:

@@ -4,7 +4,7 @@ A database that does not answer becomes `DatabaseUnavailable` (exit 1, one line)
 driver error becomes a `StoreError` with a one-line message (exit 1).
 """
 
-from cli.store.backfill import (
+from stripe_ingest.cli.store.backfill import (
     abandon_run,
     create_run,
     finish_run,
@@ -13,8 +13,16 @@ from cli.store.backfill import (
     staged_count,
     store_chunk,
 )
-from cli.store.base import STATUSES, Connection, Filter, Row, StoreError, session, translated
-from cli.store.events import (
+from stripe_ingest.cli.store.base import (
+    STATUSES,
+    Connection,
+    Filter,
+    Row,
+    StoreError,
+    session,
+    translated,
+)
+from stripe_ingest.cli.store.events import (
     attempts,
     audits,
     count_purgeable,

@@ -13,12 +13,12 @@ from typing import Any
 
 import click
 
-from cli import scenario, store
-from cli.context import Context, json_option, pass_context
-from cli.inspect import print_stats
-from cli.output import emit_json, table
 from shared.db import Connection
 from shared.settings import SettingsError
+from stripe_ingest.cli import scenario, store
+from stripe_ingest.cli.context import Context, json_option, pass_context
+from stripe_ingest.cli.inspect import print_stats
+from stripe_ingest.cli.output import emit_json, table
 
 # Columns worth showing, when the mirror has them; the key column selects the demo's rows.
 MIRROR: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
