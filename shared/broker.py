@@ -47,6 +47,18 @@ def event_message(event_id: str, ordering_key: str | None = None) -> dramatiq.Me
     )
 
 
+def suspect_message(event_id: str, ordering_key: str) -> dramatiq.Message[object]:
+    """The sweeper's message for a stranded event: claim it before it runs (its worker may
+    have died in it). Workers before 0.3.0 do not take the `claim` argument."""
+    return dramatiq.Message(
+        queue_name=QUEUE_NAME,
+        actor_name=PROCESS_ACTOR,
+        args=(event_id, ordering_key),
+        kwargs={"claim": True},
+        options={},
+    )
+
+
 def events_message(
     events: Sequence[tuple[str, str]],
     *,

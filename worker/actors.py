@@ -17,9 +17,10 @@ from worker.context import WorkerContext
 def declare_actors(ctx: WorkerContext) -> None:
     """Declare both actors on the context's broker, each running the context's engine."""
 
-    def process_event(event_id: str, ordering_key: str | None = None) -> None:
-        # Messages carry the id alone, or the id and its ordering key (no look-up then).
-        ctx.booted().handle(event_id, ordering_key)
+    def process_event(event_id: str, ordering_key: str | None = None, claim: bool = False) -> None:
+        # Messages carry the id alone, or the id and its ordering key (no look-up then); the
+        # sweeper's ask to claim the event before it runs (its worker may have died in it).
+        ctx.booted().handle(event_id, ordering_key, claim=claim)
 
     def process_events(events: list[list[str]]) -> None:
         # [[id, ordering key], ...]: what the receiver committed in one batch.

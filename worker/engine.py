@@ -42,6 +42,7 @@ from worker import sql
 from worker.failures import record_failure
 from worker.inflight import InFlight, Outcome
 from worker.metrics import WorkerMetrics
+from worker.policy import key_lock_id
 from worker.registry import REGISTRY, Registry, Services
 from worker.rounds import HandlerFailed, RoundRefused, RoundSpec, per_key_limit, run_round
 
@@ -54,6 +55,11 @@ Enqueue = Callable[[str, "int | None"], None]
 MAX_DRAIN_SECONDS = 30.0
 # Rounds that finish nothing before the message gives up (keys busy elsewhere).
 MAX_IDLE_ROUNDS = 3
+# The dead letter of an event whose every attempt ended with its worker process gone.
+WORKER_DIED = (
+    "the worker process died while processing this event, in each of its {attempts} "
+    "attempts (killed, crashed or out of memory)"
+)
 # A retry message that arrives this early (clock skew) waits instead of being dropped.
 EARLY_TOLERANCE_SECONDS = 0.25
 
@@ -65,6 +71,8 @@ class _Run:
     # The keys, each with one of its event ids (to hand the key over by).
     known: dict[str, str]
     for_event: str | None = None
+    # Claim the first key's earliest event before running it (it may kill its worker).
+    claim: bool = False
     deadline: float = field(default_factory=lambda: time.monotonic() + MAX_DRAIN_SECONDS)
     pending: list[str] = field(default_factory=list)
     outcomes: list[Outcome] = field(default_factory=list)
@@ -95,13 +103,17 @@ class Engine:
     stopping: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
+        self._claiming = threading.Lock()
         self.spec = RoundSpec(
             self.settings, self.registry, self.services, self.worker_id, self.failures
         )
 
-    def handle(self, event_id: str, ordering_key: str | None = None) -> list[Outcome]:
+    def handle(
+        self, event_id: str, ordering_key: str | None = None, *, claim: bool = False
+    ) -> list[Outcome]:
         """A message naming one event: no-op unless it is pending; else process its key.
-        With the key known (newer messages carry it) there is no look-up."""
+        With the key known (newer messages carry it) there is no look-up. With `claim` (the
+        sweeper's messages), the key's earliest event is a suspect: see `_claim`."""
         if ordering_key is None:
             with self._connection() as conn:
                 try:
@@ -114,7 +126,7 @@ class Engine:
             if head["status"] != "pending":
                 return []
             ordering_key = head["ordering_key"]
-        return self._process(_Run({ordering_key: event_id}, for_event=event_id))
+        return self._process(_Run({ordering_key: event_id}, for_event=event_id, claim=claim))
 
     def handle_many(self, events: Sequence[tuple[str, str]]) -> list[Outcome]:
         """A message naming many events ((id, ordering key) pairs): their keys together."""
@@ -129,8 +141,8 @@ class Engine:
 
     def _process(self, run: _Run) -> list[Outcome]:
         # A failed round aborted its pipeline, which can leave psycopg's cache of prepared
-        # statements out of step with the server's: its connection is closed (the pool opens
-        # another) and the rest of the message goes on with a fresh one.
+        # statements out of step with the server's: its connection is discarded (the pool
+        # opens another) and the rest of the message goes on with a fresh one.
         while not run.finished:
             with self._connection() as conn:
                 self._rounds(conn, run)
@@ -144,25 +156,30 @@ class Engine:
             run.outcomes += self._failed(conn, inflight, error, tb)
             run.failed_here.add(inflight.id)
         while run.pending:
-            keys = run.pending[:1] if run.isolate else run.pending
-            per_key = 1 if run.isolate else per_key_limit(len(keys))
-            try:
-                result = run_round(conn, self.spec, keys, per_key)
-            except HandlerFailed as f:
-                run.failure = (f.inflight, error_line(f.error), f.traceback)
-                conn.close()
-                return
-            except RoundRefused as r:
-                conn.close()
-                if len(r.events) == 1:
-                    tb = "".join(traceback.format_exception(r.error))
-                    run.failure = (r.events[0], error_line(r.error), tb)
+            # One claimed suspect at a time per process: if it kills the process, no other
+            # claimed event dies with it and is blamed.
+            with self._claiming if run.claim else contextlib.nullcontext():
+                claimed = self._claim(conn, run) if run.claim else frozenset()
+                alone = run.isolate or bool(claimed)
+                keys = run.pending[:1] if alone else run.pending
+                per_key = 1 if alone else per_key_limit(len(keys))
+                try:
+                    result = run_round(conn, self.spec, keys, per_key, claimed)
+                except HandlerFailed as f:
+                    run.failure = (f.inflight, error_line(f.error), f.traceback)
+                    self._discard(conn)
                     return
-                if run.isolate or not r.events:
-                    raise translate_db_error(r.error) from r
-                log.info("worker.round_isolating", events=len(r.events), error=str(r))
-                run.isolate = True
-                return
+                except RoundRefused as r:
+                    self._discard(conn)
+                    if len(r.events) == 1:
+                        tb = "".join(traceback.format_exception(r.error))
+                        run.failure = (r.events[0], error_line(r.error), tb)
+                        return
+                    if run.isolate or not r.events:
+                        raise translate_db_error(r.error) from r
+                    log.info("worker.round_isolating", events=len(r.events), error=str(r))
+                    run.isolate = True
+                    return
             run.outcomes += self._committed(result.done)
             run.idle = 0 if result.done else run.idle + 1
             runnable = []
@@ -191,9 +208,57 @@ class Engine:
                 break
         run.finished = True
 
-    def _failed(self, conn: Connection, inflight: InFlight, error: str, tb: str) -> list[Outcome]:
-        outcome = record_failure(conn, self.spec, inflight, error, tb)
+    def _claim(self, conn: Connection, run: _Run) -> frozenset[str]:
+        """Count the attempt of the first key's earliest event and commit, before it runs.
+
+        The sweeper re-sends events whose message was lost, or whose worker died while running
+        them, which no rollback records: a handler that kills its process (a crash, an
+        out-of-memory kill) would be sent again forever. Claimed, such an event uses up its
+        attempts one per sweep; once it has none left it is dead, and its key goes on."""
+        run.claim = False
+        key = run.pending[0]
+        try:
+            with conn.pipeline():
+                conn.execute("BEGIN")
+                cur = conn.execute(sql.CLAIM_HEAD, {"lock": key_lock_id(key), "key": key})
+            row = cur.fetchone()
+            assert row is not None
+            if not row["locked"] or row["id"] is None:
+                conn.execute("ROLLBACK")
+                return frozenset()
+            if row["attempts"] < self.settings.worker_max_retries:
+                with conn.pipeline():
+                    counted = conn.execute(
+                        sql.COUNT_RUNNING, {"id": row["id"], "worker": self.worker_id}
+                    )
+                    conn.execute("COMMIT")
+                return frozenset([row["id"]]) if counted.fetchone() else frozenset()
+            conn.execute("ROLLBACK")
+        except psycopg.Error as e:
+            raise translate_db_error(e, conn) from e
+        inflight = InFlight.from_row(row, (conn, self.settings, self.services), counted=True)
+        error = WORKER_DIED.format(attempts=row["attempts"])
+        if row["last_error"]:
+            error += "; last error: " + row["last_error"]
+        run.outcomes += self._failed(conn, inflight, error, "", worker_died=True)
+        return frozenset()
+
+    @staticmethod
+    def _discard(conn: Connection) -> None:
+        """Roll back (which lets go of the keys at once: a closed socket's backend may hold
+        them a little longer) and close; the pool replaces the connection."""
+        with contextlib.suppress(psycopg.Error):
+            conn.execute("ROLLBACK")
+        conn.close()
+
+    def _failed(
+        self, conn: Connection, inflight: InFlight, error: str, tb: str, worker_died: bool = False
+    ) -> list[Outcome]:
+        outcome = record_failure(conn, self.spec, inflight, error, tb, worker_died=worker_died)
         if outcome is None:
+            # Another message holds the key: it runs the event again, and this message makes
+            # sure the key is looked at once more if that holder had already read past it.
+            self.hand_over(inflight.id)
             return []
         event = inflight.event
         if self.metrics is not None:

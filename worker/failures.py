@@ -23,10 +23,17 @@ log = structlog.get_logger("worker.processing")
 
 
 def record_failure(
-    conn: Connection, spec: RoundSpec, inflight: InFlight, error: str, tb: str
+    conn: Connection,
+    spec: RoundSpec,
+    inflight: InFlight,
+    error: str,
+    tb: str,
+    *,
+    worker_died: bool = False,
 ) -> Outcome | None:
     """Count the failed attempt and commit; the outcome (retry or dead), or None when the key
-    was taken by another worker before the failure could be written."""
+    was taken by another worker before the failure could be written. A claimed attempt's
+    'running' row gives way to the outcome, unless its worker died in it (`worker_died`)."""
     event = inflight.event
     settings = spec.settings
     dead = event.attempt >= settings.worker_max_retries
@@ -36,7 +43,9 @@ def record_failure(
     params: dict[str, Any] = {
         "id": event.id,
         "lock": key_lock_id(event.ordering_key),
-        "attempts": event.attempt - 1,
+        "attempts": event.attempt - (0 if inflight.counted else 1),
+        "add": 0 if inflight.counted else 1,
+        "claimed": inflight.counted and not worker_died,
         "error": error,
         "started": inflight.started,
         "worker": spec.worker_id,

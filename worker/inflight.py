@@ -31,9 +31,13 @@ class InFlight:
     started: datetime = field(default_factory=lambda: datetime.now(UTC))
     status: Status = "pending"
     finished_at: datetime | None = None
+    # Its attempt was counted before its handlers ran (a claimed suspect, see worker.engine).
+    counted: bool = False
 
     @classmethod
-    def from_row(cls, row: dict[str, Any], tx_parts: tuple[Any, Any, Services]) -> InFlight:
+    def from_row(
+        cls, row: dict[str, Any], tx_parts: tuple[Any, Any, Services], counted: bool = False
+    ) -> InFlight:
         conn, settings, services = tx_parts
         event = Event(
             id=row["id"],
@@ -44,9 +48,10 @@ class InFlight:
             account=row["account"],
             ordering_key=row["ordering_key"],
             payload=row["payload"],
-            attempt=row["attempts"] + 1,
+            attempt=row["attempts"] + (0 if counted else 1),
         )
-        return cls(event, Tx(conn=conn, settings=settings, services=services), row["received_at"])
+        tx = Tx(conn=conn, settings=settings, services=services)
+        return cls(event, tx, row["received_at"], counted=counted)
 
     @property
     def id(self) -> str:

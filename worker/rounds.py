@@ -17,7 +17,6 @@ from __future__ import annotations
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import Any
 
 import psycopg
 import structlog
@@ -87,9 +86,14 @@ def per_key_limit(keys: int) -> int:
 
 
 def run_round(
-    conn: Connection, spec: RoundSpec, keys: list[str], per_key: int, stop: Any = None
+    conn: Connection,
+    spec: RoundSpec,
+    keys: list[str],
+    per_key: int,
+    claimed: frozenset[str] = frozenset(),
 ) -> Round:
-    """Lock `keys`, run at most `per_key` events of each, finish them and commit."""
+    """Lock `keys`, run at most `per_key` events of each, finish them and commit. Events in
+    `claimed` had their attempt counted before (see `worker.engine`)."""
     try:
         with conn.pipeline():
             conn.execute("BEGIN")
@@ -109,10 +113,11 @@ def run_round(
         key = row["key"]
         if row["id"] is None or key in stopped:
             continue
-        if row["wait"] > 0 or len(done) >= MAX_EVENTS or time.monotonic() > round_end:
+        waits = row["wait"] > 0 and row["id"] not in claimed
+        if waits or len(done) >= MAX_EVENTS or time.monotonic() > round_end:
             stopped.add(key)  # waits for its retry, or the next round takes it
             continue
-        inflight = InFlight.from_row(row, parts)
+        inflight = InFlight.from_row(row, parts, counted=row["id"] in claimed)
         run_handlers(conn, spec, inflight)
         done.append(inflight)
     return _finish(conn, spec, done, held)
@@ -141,25 +146,31 @@ def run_handlers(conn: Connection, spec: RoundSpec, inflight: InFlight) -> None:
 
 
 def _finish(conn: Connection, spec: RoundSpec, done: list[InFlight], held: list[str]) -> Round:
-    finish_cur = peek_cur = None
+    finish_curs = []
+    peek_cur = None
+    fresh = [d for d in done if not d.counted]
     try:
         with conn.pipeline():
-            if done:
-                finish_cur = conn.execute(
-                    sql.FINISH_MANY,
-                    {
-                        "ids": [d.id for d in done],
-                        "statuses": [d.status for d in done],
-                        "started": [d.started for d in done],
-                        "worker": spec.worker_id,
-                    },
+            if fresh:
+                finish_curs.append(
+                    conn.execute(
+                        sql.FINISH_MANY,
+                        {
+                            "ids": [d.id for d in fresh],
+                            "statuses": [d.status for d in fresh],
+                            "started": [d.started for d in fresh],
+                            "worker": spec.worker_id,
+                        },
+                    )
                 )
+            for d in done:
+                if d.counted:
+                    params = {"id": d.id, "status": d.status, "worker": spec.worker_id}
+                    finish_curs.append(conn.execute(sql.FINISH_CLAIMED, params))
             conn.execute("COMMIT")
             if held:
                 peek_cur = conn.execute(sql.PEEK_KEYS, {"keys": held})
-        finished = (
-            {r["event_id"]: r["finished_at"] for r in finish_cur.fetchall()} if finish_cur else {}
-        )
+        finished = {r["event_id"]: r["finished_at"] for cur in finish_curs for r in cur.fetchall()}
         heads = (
             {r["ordering_key"]: (r["id"], r["wait"]) for r in peek_cur.fetchall()}
             if peek_cur
@@ -168,7 +179,7 @@ def _finish(conn: Connection, spec: RoundSpec, done: list[InFlight], held: list[
     except psycopg.Error as e:
         raise _translated(e, conn, done) from e
     for d in done:
-        d.finished_at = finished[d.id]
+        d.finished_at = finished.get(d.id)
     return Round(done, heads)
 
 

@@ -62,12 +62,16 @@ _FAILED_UNDER_LOCK = """
 WITH held AS MATERIALIZED (SELECT pg_try_advisory_xact_lock(%(lock)s) AS locked),
 failed AS (
     UPDATE stripe_events
-    SET attempts = attempts + 1, last_error = %(error)s,
+    SET attempts = attempts + %(add)s, last_error = %(error)s,
 """
 _FAILED_WHERE = """
     WHERE id = %(id)s AND status = 'pending' AND attempts = %(attempts)s
       AND (SELECT locked FROM held)
     RETURNING id, attempts
+), ended AS (
+    DELETE FROM event_attempts
+    WHERE %(claimed)s AND event_id = %(id)s AND outcome = 'running'
+      AND EXISTS (SELECT 1 FROM failed)
 )
 """
 
@@ -101,13 +105,66 @@ RETURNING event_id
 """
 )
 
+# A suspect event (re-sent by the sweeper: its worker may have died in it) is claimed before its
+# handlers run: under the key's lock, its attempt is counted and committed with a 'running'
+# attempt row. Only the key's earliest pending event, when it is due.
+CLAIM_HEAD = """
+WITH held AS MATERIALIZED (SELECT pg_try_advisory_xact_lock(%(lock)s) AS locked),
+head AS (
+    SELECT id, type, created, livemode, api_version, account, ordering_key, received_at,
+           attempts, last_error, payload
+    FROM stripe_events
+    WHERE (SELECT locked FROM held) AND ordering_key = %(key)s AND status = 'pending'
+    ORDER BY created, received_at, id
+    LIMIT 1
+    FOR UPDATE
+)
+SELECT (SELECT locked FROM held) AS locked, head.*
+FROM (SELECT 1) AS one LEFT JOIN head ON true
+"""
+
+# While claimed, `next_attempt_at` is 9999-12-31: other messages see it wait (and its key with
+# it); only a claim runs it. If its worker dies, the sweeper re-sends it after the lease.
+
+COUNT_RUNNING = """
+WITH claimed AS (
+    UPDATE stripe_events
+    SET attempts = attempts + 1, next_attempt_at = '9999-12-31 00:00:00+00',
+        enqueued_at = clock_timestamp()
+    WHERE id = %(id)s
+      AND (next_attempt_at IS NULL OR next_attempt_at <= clock_timestamp()
+           OR next_attempt_at = '9999-12-31 00:00:00+00')
+    RETURNING id, attempts
+)
+INSERT INTO event_attempts (event_id, attempt, started_at, outcome, worker)
+SELECT id, attempts, clock_timestamp(), 'running', %(worker)s FROM claimed
+RETURNING attempt
+"""
+
+# Finish a claimed event: its attempt is counted already, its 'running' row becomes the outcome.
+FINISH_CLAIMED = """
+WITH done AS (
+    UPDATE stripe_events
+    SET status = %(status)s, processed_at = clock_timestamp(),
+        process_seq = nextval('process_seq'), next_attempt_at = NULL
+    WHERE id = %(id)s
+    RETURNING id, attempts, processed_at
+)
+UPDATE event_attempts a
+SET finished_at = done.processed_at, outcome = %(status)s, worker = %(worker)s
+FROM done
+WHERE a.event_id = done.id AND a.attempt = done.attempts AND a.outcome = 'running'
+RETURNING a.event_id, a.finished_at
+"""
+
 # Pending events whose message may be lost: due, and not handed to the broker within the lease.
 # SKIP LOCKED lets several sweepers run; rows a worker holds are being processed anyway.
 CLAIM_STRANDED = """
 WITH stranded AS (
     SELECT id FROM stripe_events
     WHERE status = 'pending'
-      AND (next_attempt_at IS NULL OR next_attempt_at <= clock_timestamp())
+      AND (next_attempt_at IS NULL OR next_attempt_at <= clock_timestamp()
+           OR next_attempt_at = '9999-12-31 00:00:00+00')  -- a claimed suspect (see above)
       AND COALESCE(enqueued_at, received_at)
           < clock_timestamp() - make_interval(secs => %(lease_s)s)
     ORDER BY created, received_at, id

@@ -3,7 +3,9 @@
 Every SWEEPER_INTERVAL_SECONDS it claims pending events that are due (no retry backoff left) and
 were last handed to the broker more than SWEEPER_LEASE_SECONDS ago: the enqueue failed at
 intake, Redis lost the message, or the worker that held it was killed (Dramatiq itself would
-re-deliver that only after its heartbeat timeout). The claim bumps `enqueued_at` with
+re-deliver that only after its heartbeat timeout). Each is sent as a suspect: the worker counts
+its attempt before running it, so one that kills its worker runs out of attempts and is
+dead-lettered instead of crash-looping (see `worker.engine`). The claim bumps `enqueued_at` with
 `FOR UPDATE SKIP LOCKED`, so several sweepers never claim the same rows, and one message per
 ordering key is enough: the worker that takes it drains the whole key. If the broker refuses,
 the claim rolls back and the next pass tries again. Then it runs the registry's sweep hooks.
@@ -24,7 +26,7 @@ import psycopg
 import structlog
 from dramatiq.brokers.redis import RedisBroker
 
-from shared.broker import enqueue_events, make_broker
+from shared.broker import make_broker, suspect_message
 from shared.db import Connection, DatabaseUnavailable, connect
 from shared.errors import error_line
 from shared.logging import configure_logging
@@ -39,12 +41,12 @@ CLAIM_BATCH = 1000
 MAX_BATCHES_PER_PASS = 20
 
 
-def heads_per_key(rows: Sequence[dict[str, Any]]) -> list[str]:
-    """The earliest claimed event of each key, in creation order."""
+def heads_per_key(rows: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:
+    """The earliest claimed event of each key with its key, in creation order."""
     first: dict[str, dict[str, Any]] = {}
     for row in sorted(rows, key=lambda r: (r["created"], r["received_at"], r["id"])):
         first.setdefault(row["ordering_key"], row)
-    return [row["id"] for row in first.values()]
+    return [(row["id"], row["ordering_key"]) for row in first.values()]
 
 
 class Sweeper:
@@ -84,7 +86,8 @@ class Sweeper:
                     ).fetchall()
                     heads = heads_per_key(rows)
                     # Inside the transaction: if Redis refuses, nothing is marked as sent.
-                    enqueue_events(self.broker, heads)
+                    for event_id, key in heads:
+                        self.broker.enqueue(suspect_message(event_id, key))
             except psycopg.Error as e:
                 self.close()
                 raise DatabaseUnavailable(error_line(e)) from e

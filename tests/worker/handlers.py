@@ -7,6 +7,7 @@ INSERT into a primary-keyed table: a second effect for one event would fail, not
 from __future__ import annotations
 
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -26,6 +27,7 @@ FLAKY = "test.worker.flaky"
 POISON = "test.worker.poison"
 BLOCK_ONCE = "test.worker.block_once"
 SLOW = "test.worker.slow"
+KILL = "test.worker.kill"
 
 
 def _meta(event: Event) -> dict[str, str]:
@@ -81,3 +83,10 @@ def slow(tx: Tx, event: Event) -> None:
     Path(_meta(event)["marker"]).write_text(str(os.getpid()))
     time.sleep(float(_meta(event).get("sleep_s", "1")))
     _record(tx, event)
+
+
+@handles(KILL)
+def kill(tx: Tx, event: Event) -> None:
+    """Kills its own worker process, every time (a crash or an out-of-memory kill would)."""
+    _record(tx, event)
+    os.kill(os.getpid(), signal.SIGKILL)
