@@ -1,16 +1,17 @@
 """The one settings object, built from the environment (and an optional `.env`).
 
 Nothing else in the code base reads `os.environ`: build a `Settings` once at the edge of a
-process and pass it in.
+process and pass it in. Each field declares its variable, parser and one-line description with
+`setting(...)`; parsing and the reference (`python -m shared.settings_doc`) both read that.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from dotenv import dotenv_values
 
@@ -21,45 +22,195 @@ __all__ = ["Settings", "SettingsError"]
 DEFAULT_DATABASE_URL = "postgresql://127.0.0.1:5432/stripe_ingest"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
+T = TypeVar("T")
+Parser = Callable[[str, str], Any]
+
+
+def text(name: str, value: str) -> str:
+    return value
+
+
+def whole_number(name: str, value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number, got {value!r}") from None
+
+
+def number(name: str, value: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {value!r}") from None
+
+
+def comma_separated(name: str, value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+@dataclass(frozen=True)
+class Var:
+    """Where a setting comes from: its variable, how its value is read, what it means."""
+
+    env: str
+    parse: Parser
+    doc: str
+    # The default as the reference shows it, when the value itself would not say it.
+    shown: str | None = None
+
+
+def setting(
+    default: T, env: str, parse: Callable[[str, str], T], doc: str, *, shown: str | None = None
+) -> T:
+    """A `Settings` field read from the variable `env` (blank counts as unset)."""
+    return field(default=default, metadata={"var": Var(env, parse, doc, shown)})
+
+
+def var_of(f: Any) -> Var:
+    """The `Var` of one of `fields(Settings)`."""
+    value: Var = f.metadata["var"]
+    return value
+
 
 @dataclass(frozen=True)
 class Settings:
-    database_url: str = DEFAULT_DATABASE_URL
-    redis_url: str = DEFAULT_REDIS_URL
-    # Dramatiq's key prefix in Redis; tests give each run its own.
-    redis_namespace: str = "dramatiq"
-    webhook_secrets: tuple[str, ...] = ()
-    webhook_tolerance: int = 300
-    stripe_api_key: str | None = None
-    stripe_api_base: str | None = None
-    max_body_bytes: int = 1_048_576
-    port: int = 8000
-    # Failed attempts before an event is dead-lettered: with the default backoff, about
-    # 9 to 19 minutes of retries, long enough to ride out a short outage of what handlers call.
-    worker_max_retries: int = 12
-    worker_min_backoff_ms: int = 1_000
-    worker_max_backoff_ms: int = 300_000
-    # How long a pending event may sit unfinished before the sweeper enqueues it again.
-    sweeper_lease_seconds: float = 60.0
-    sweeper_interval_seconds: float = 15.0
-    worker_processes: int = 2
-    worker_threads: int = 8
-    # Port of the worker's Prometheus exposition (Dramatiq's middleware and ours).
-    worker_metrics_port: int = 9191
-    # Port of the sweeper's Prometheus exposition; 0 turns it off.
-    sweeper_metrics_port: int = 9192
-    # The receiver groups concurrent inserts: at most this many rows, waiting at most this long.
-    intake_batch_max: int = 256
-    intake_batch_window_ms: float = 2.0
-    # Bulk replays above this many events ask for confirmation unless --yes.
-    replay_confirm_threshold: int = 100
-    grace_period_days: int = 3
-    smtp_url: str | None = None
-    # Modules imported by the worker after the billing mirror: users' own handlers.
-    user_handlers: tuple[str, ...] = ()
-    log_level: str = "info"
-    log_format: str = "json"
-    extra: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+    database_url: str = setting(DEFAULT_DATABASE_URL, "DATABASE_URL", text, "PostgreSQL DSN.")
+    redis_url: str = setting(DEFAULT_REDIS_URL, "REDIS_URL", text, "Redis for the Dramatiq broker.")
+    # Tests give each run its own.
+    redis_namespace: str = setting(
+        "dramatiq",
+        "REDIS_NAMESPACE",
+        text,
+        "Dramatiq's key prefix in Redis; web, workers, sweeper and CLI must agree.",
+    )
+    webhook_secrets: tuple[str, ...] = setting(
+        (),
+        "STRIPE_WEBHOOK_SECRET",
+        comma_separated,
+        "The endpoint's signing secret(s), each starting with `whsec_`, comma-separated during"
+        " rotation; `web` refuses to start without one.",
+    )
+    webhook_tolerance: int = setting(
+        300,
+        "STRIPE_WEBHOOK_TOLERANCE",
+        whole_number,
+        "Seconds a signature's timestamp may be old (a positive whole number).",
+    )
+    max_body_bytes: int = setting(
+        1_048_576,
+        "MAX_BODY_BYTES",
+        whole_number,
+        "Largest accepted webhook body, announced or streamed (413 above it).",
+    )
+    port: int = setting(8000, "PORT", whole_number, "The receiver's port (all interfaces).")
+    intake_batch_max: int = setting(
+        256, "INTAKE_BATCH_MAX", whole_number, "Most rows per grouped INSERT of the receiver."
+    )
+    intake_batch_window_ms: float = setting(
+        2.0,
+        "INTAKE_BATCH_WINDOW_MS",
+        number,
+        "Longest a row waits for its batch while another flush is in flight.",
+    )
+    stripe_api_key: str | None = setting(
+        None,
+        "STRIPE_API_KEY",
+        text,
+        "Optional: the mirror re-reads subscriptions and invoices from Stripe, and `backfill`"
+        " works (a restricted key that reads Events is enough for `backfill`).",
+    )
+    stripe_api_base: str | None = setting(
+        None,
+        "STRIPE_API_BASE",
+        text,
+        "Optional: another Stripe API base URL (tests, proxies).",
+        shown="Stripe's (`https://api.stripe.com`)",
+    )
+    # With the default backoff, about 9 to 19 minutes of retries: long enough to ride out a
+    # short outage of what handlers call.
+    worker_max_retries: int = setting(
+        12,
+        "WORKER_MAX_RETRIES",
+        whole_number,
+        "Failed attempts before an event is dead-lettered (the 12th failure, by default).",
+    )
+    worker_min_backoff_ms: int = setting(
+        1_000,
+        "WORKER_MIN_BACKOFF_MS",
+        whole_number,
+        "Retry backoff after the first failure, before jitter; it doubles with each failure.",
+    )
+    worker_max_backoff_ms: int = setting(
+        300_000, "WORKER_MAX_BACKOFF_MS", whole_number, "Cap of the retry backoff, before jitter."
+    )
+    worker_processes: int = setting(
+        2, "WORKER_PROCESSES", whole_number, "Dramatiq worker processes per `worker` process."
+    )
+    worker_threads: int = setting(
+        8,
+        "WORKER_THREADS",
+        whole_number,
+        "Threads per worker process; each handles one message at a time (one key, or a round"
+        " of many keys) with at most one PostgreSQL connection.",
+    )
+    worker_metrics_port: int = setting(
+        9191,
+        "WORKER_METRICS_PORT",
+        whole_number,
+        "Port of the workers' Prometheus exposition (Dramatiq's metrics and ours).",
+    )
+    sweeper_interval_seconds: float = setting(
+        15.0, "SWEEPER_INTERVAL_SECONDS", number, "Time between sweeper passes."
+    )
+    sweeper_lease_seconds: float = setting(
+        60.0,
+        "SWEEPER_LEASE_SECONDS",
+        number,
+        "How long a pending, due event may go without a message before the sweeper sends one.",
+    )
+    sweeper_metrics_port: int = setting(
+        9192,
+        "SWEEPER_METRICS_PORT",
+        whole_number,
+        "Port of the sweeper's Prometheus exposition; `0` turns it off.",
+    )
+    grace_period_days: int = setting(
+        3,
+        "GRACE_PERIOD_DAYS",
+        whole_number,
+        "Days of access after the first failed payment of a past_due subscription (stored with"
+        " each failure: a change applies to failures recorded afterwards).",
+    )
+    smtp_url: str | None = setting(
+        None,
+        "SMTP_URL",
+        text,
+        "Send notifications by e-mail:"
+        " `smtp://[user:password@]host[:port][?from=billing@example.com&starttls=true]`,"
+        " or `smtps://...` for implicit TLS. Unset: notifications are logged.",
+    )
+    user_handlers: tuple[str, ...] = setting(
+        (),
+        "USER_HANDLERS",
+        comma_separated,
+        "Comma-separated modules the worker imports after the billing mirror; their `@handles`"
+        " functions run after the mirror's, in the order given.",
+    )
+    replay_confirm_threshold: int = setting(
+        100,
+        "REPLAY_CONFIRM_THRESHOLD",
+        whole_number,
+        "Bulk replays above this many events ask for confirmation unless `--yes`.",
+    )
+    log_level: str = setting(
+        "info",
+        "LOG_LEVEL",
+        text,
+        "A logging level name: `debug`, `info`, `warning`, `error` (an unknown name: `info`).",
+    )
+    log_format: str = setting(
+        "json", "LOG_FORMAT", text, "`json` lines; any other value (e.g. `console`): plain lines."
+    )
 
     @classmethod
     def from_env(
@@ -79,59 +230,13 @@ class Settings:
 
     @classmethod
     def from_mapping(cls, env: Mapping[str, str]) -> Settings:
-        def get(name: str) -> str | None:
-            value = env.get(name)
-            if value is None or value.strip() == "":
-                return None
-            return value.strip()
-
         kwargs: dict[str, Any] = {}
-        for name, attr in (
-            ("DATABASE_URL", "database_url"),
-            ("REDIS_URL", "redis_url"),
-            ("REDIS_NAMESPACE", "redis_namespace"),
-            ("STRIPE_API_KEY", "stripe_api_key"),
-            ("STRIPE_API_BASE", "stripe_api_base"),
-            ("SMTP_URL", "smtp_url"),
-            ("LOG_LEVEL", "log_level"),
-            ("LOG_FORMAT", "log_format"),
-        ):
-            value = get(name)
-            if value is not None:
-                kwargs[attr] = value
-        for name, attr in (
-            ("STRIPE_WEBHOOK_TOLERANCE", "webhook_tolerance"),
-            ("MAX_BODY_BYTES", "max_body_bytes"),
-            ("PORT", "port"),
-            ("WORKER_MAX_RETRIES", "worker_max_retries"),
-            ("WORKER_MIN_BACKOFF_MS", "worker_min_backoff_ms"),
-            ("WORKER_MAX_BACKOFF_MS", "worker_max_backoff_ms"),
-            ("GRACE_PERIOD_DAYS", "grace_period_days"),
-            ("WORKER_PROCESSES", "worker_processes"),
-            ("WORKER_THREADS", "worker_threads"),
-            ("WORKER_METRICS_PORT", "worker_metrics_port"),
-            ("SWEEPER_METRICS_PORT", "sweeper_metrics_port"),
-            ("INTAKE_BATCH_MAX", "intake_batch_max"),
-            ("REPLAY_CONFIRM_THRESHOLD", "replay_confirm_threshold"),
-        ):
-            value = get(name)
-            if value is not None:
-                kwargs[attr] = _int(name, value)
-        for name, attr in (
-            ("SWEEPER_LEASE_SECONDS", "sweeper_lease_seconds"),
-            ("SWEEPER_INTERVAL_SECONDS", "sweeper_interval_seconds"),
-            ("INTAKE_BATCH_WINDOW_MS", "intake_batch_window_ms"),
-        ):
-            value = get(name)
-            if value is not None:
-                kwargs[attr] = _float(name, value)
-        secrets = get("STRIPE_WEBHOOK_SECRET")
-        if secrets is not None:
-            kwargs["webhook_secrets"] = _csv(secrets)
-        handlers = get("USER_HANDLERS")
-        if handlers is not None:
-            kwargs["user_handlers"] = _csv(handlers)
-        settings = cls(**kwargs, extra=dict(env))
+        for f in fields(cls):
+            spec = var_of(f)
+            value = env.get(spec.env)
+            if value is not None and value.strip() != "":
+                kwargs[f.name] = spec.parse(spec.env, value.strip())
+        settings = cls(**kwargs)
         settings.validate()
         return settings
 
@@ -162,21 +267,3 @@ class Settings:
 
     def with_overrides(self, **changes: Any) -> Settings:
         return replace(self, **changes)
-
-
-def _int(name: str, value: str) -> int:
-    try:
-        return int(value)
-    except ValueError:
-        raise SettingsError(f"{name} must be a whole number, got {value!r}") from None
-
-
-def _float(name: str, value: str) -> float:
-    try:
-        return float(value)
-    except ValueError:
-        raise SettingsError(f"{name} must be a number, got {value!r}") from None
-
-
-def _csv(value: str) -> tuple[str, ...]:
-    return tuple(part.strip() for part in value.split(",") if part.strip())

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -57,3 +58,20 @@ def test_the_environment_overrides_dotenv(tmp_path: Path) -> None:
     settings = Settings.from_env(environ={"PORT": "9100"}, env_file=dotenv)
     assert settings.port == 9100
     assert settings.redis_url == "redis://127.0.0.1:6379/3"
+
+
+def test_settings_keep_only_what_they_parsed() -> None:
+    settings = Settings.from_env(
+        environ={"PORT": "9100", "AWS_SECRET_ACCESS_KEY": "hunter2-secret"}, env_file=None
+    )
+    assert "hunter2-secret" not in repr(asdict(settings))
+    assert settings == Settings(port=9100)
+
+
+def test_a_malformed_number_names_the_variable_and_the_value() -> None:
+    with pytest.raises(SettingsError) as excinfo:
+        Settings.from_env(environ={"WORKER_THREADS": "many"}, env_file=None)
+    assert str(excinfo.value) == "WORKER_THREADS must be a whole number, got 'many'"
+    with pytest.raises(SettingsError) as excinfo:
+        Settings.from_env(environ={"SWEEPER_LEASE_SECONDS": "soon"}, env_file=None)
+    assert str(excinfo.value) == "SWEEPER_LEASE_SECONDS must be a number, got 'soon'"

@@ -1,4 +1,4 @@
-"""The README's example of a user's own handler (USER_HANDLERS=tests.worker.mirror.credit_example):
+"""The handler of docs/howto/write-a-handler.md (USER_HANDLERS=tests.worker.mirror.credit_example):
 credit an account when an invoice is paid, once per invoice whatever Stripe or an operator
 re-sends. It runs after the mirror's handler, in the same transaction: the invoice row it reads
 is already written, and if anything fails both roll back together.
