@@ -19,6 +19,7 @@ import orjson
 from ingest.event import MalformedEvent, event_row
 from ingest.storage import insert_events_sync
 from shared.db import Connection
+from shared.errors import error_line
 from shared.settings import Settings
 from stripe_ingest.cli import store
 from stripe_ingest.cli.context import Context, json_option, pass_context
@@ -135,7 +136,7 @@ def _fetch(conn: Connection, settings: Settings, run: store.Row) -> None:
         try:
             page = client.v1.events.list(params)
         except stripe.StripeError as e:
-            message = " ".join(str(e.user_message or e).split())
+            message = error_line(e, with_type=False)
             raise click.ClickException(
                 f"Stripe refused the events list ({message}); {fetched} fetched so far, "
                 "run backfill again to resume"

@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from shared.db import Connection
+from shared.errors import error_line
 from shared.settings import Settings
 from stripe_ingest.cli import store
 from stripe_ingest.cli.context import Context, json_option, pass_context
@@ -48,7 +49,7 @@ class Enqueuer:
             self.sent += enqueue_events(self.broker, ids)
         except Exception as e:  # redis-py raises several unrelated types
             self.failed += len(ids)
-            self.error = " ".join(str(e).split()) or type(e).__name__
+            self.error = error_line(e, with_type=False)
 
     def close(self, settings: Settings) -> None:
         self.broker.close()

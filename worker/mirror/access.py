@@ -26,6 +26,7 @@ import psycopg
 from psycopg.rows import DictRow
 
 from shared.db import DatabaseUnavailable
+from shared.errors import error_line
 from worker.mirror import queries
 
 
@@ -44,7 +45,7 @@ def customer_access(
     try:
         row = conn.execute(queries.ACCESS_FOR, {"customer_id": customer_id, "at": now}).fetchone()
     except psycopg.OperationalError as e:
-        raise DatabaseUnavailable(" ".join(str(e).split())) from e
+        raise DatabaseUnavailable(error_line(e, with_type=False)) from e
     if row is None:
         return Access(customer_id, False, "unknown_customer", None)
     return Access(row["customer_id"], row["has_access"], row["reason"], row["until"])

@@ -17,6 +17,7 @@ import psycopg
 
 from shared.db import Connection as Connection
 from shared.db import DatabaseUnavailable, connect
+from shared.errors import error_line
 
 Row = dict[str, Any]
 STATUSES = ("pending", "processed", "ignored", "dead")
@@ -27,7 +28,7 @@ class StoreError(click.ClickException):
 
 
 def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split()) or type(error).__name__
+    return error_line(error, with_type=False)
 
 
 @contextmanager
