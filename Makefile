@@ -36,6 +36,7 @@ fmt: install
 
 bench: install
 	@scripts/services.sh test
+	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 	$(BIN)/python -m bench
 
 stop:

@@ -1,7 +1,73 @@
-"""`python -m bench` (see bench/cli.py)."""
+"""`python -m bench`: receiver and pipeline benchmarks against baselines, in one invocation.
 
+Uses fresh databases and Redis namespaces of its own (dropped / deleted at the end), starts
+every server itself, and writes bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import shlex
 import sys
+from datetime import UTC, datetime
 
-from bench.cli import main
+from bench import system
+from bench.pipeline import run_pipeline_bench
+from bench.receiver import ensure_wrk, run_receiver_bench
+from bench.report import VERDICT, Results, render, targets
+from bench.space import WORK, Options, Space, say
 
-sys.exit(main())
+HELP = {
+    "duration": "seconds of wrk per server",
+    "events": "events per pipeline phase",
+    "repeats": "runs per receiver server and of the drain and trivial phases, alternating (the "
+    "median run is compared)",
+    "quick": "3 s per server, 300 events: check the harness",
+    "strict": "exit 1 when a target is missed",
+}
+
+
+def parse_args(argv: list[str]) -> Options:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    for option in dataclasses.fields(Options):
+        default, flag = getattr(Options(), option.name), f"--{option.name}"
+        if isinstance(default, bool):
+            parser.add_argument(flag, action="store_true", help=HELP.get(option.name))
+        else:
+            parser.add_argument(
+                flag, type=type(default), default=default, help=HELP.get(option.name)
+            )
+    opts = Options(**vars(parser.parse_args(argv)))
+    if opts.quick:
+        return dataclasses.replace(opts, duration=3.0, events=300, warmup=100, repeats=1)
+    return opts
+
+
+def main(argv: list[str]) -> int:
+    opts, space, started = parse_args(argv), Space(), datetime.now(UTC)
+    try:
+        wrk = ensure_wrk()
+    except FileNotFoundError as e:
+        say(str(e))
+        return 2
+    WORK.mkdir(parents=True, exist_ok=True)
+    machine, load = system.describe(space.redis_url, wrk), [system.load_average()]
+    say(f"run {space.run_id}: databases bench_{space.run_id}_*, Redis {space.redis_url}")
+    try:
+        runs, events = run_receiver_bench(space, opts)
+        pipeline = run_pipeline_bench(space, opts)
+    finally:
+        space.close()
+    argv_shown = shlex.join(["python", "-m", "bench", *argv])
+    load.append(system.load_average())
+    results = Results(opts, argv_shown, machine, load, started, runs, events, pipeline)
+    opts.output.write_text(render(results))
+    say(f"wrote {opts.output} in {(results.finished - started).total_seconds():.0f} s")
+    for t in targets(results):
+        print(f"{VERDICT[t.passed]}  {t.name}: {t.measured} (goal {t.goal})")
+    return 1 if opts.strict and not all(t.passed for t in targets(results)) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

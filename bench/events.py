@@ -1,4 +1,4 @@
-"""Realistic, distinct, signed Stripe events built from the corpus shapes.
+"""Realistic, distinct Stripe events built from corpus shapes, and their signed requests.
 
 Every event gets its own id; objects are rewritten onto one of `customers` synthetic customers
 (subscription per customer, invoice and charge per event) so the billing mirror sees a real
@@ -8,8 +8,6 @@ between 1.5 and 6 KB around the template's own size.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import random
 import time
 from collections.abc import Iterable, Sequence
@@ -19,35 +17,23 @@ from typing import Any
 
 import orjson
 
-REPO = Path(__file__).resolve().parent.parent
-CORPUS_EVENTS = REPO / "tests" / "fixtures" / "stripe-corpus" / "events"
-MIN_BODY = 1536
-MAX_BODY = 6144
+from bench.space import SECRET
+from tests.support import CORPUS, sign
 
-# (corpus file stem, weight, rewrite kind). Weighted towards what a billing run sends.
-TEMPLATES: tuple[tuple[str, float, str], ...] = (
-    ("stripe-sync-engine__customer_updated__1", 5, "customer"),
-    ("stripe-ruby-mock__customer.created__1", 2, "customer"),
-    ("stripe-ruby-mock__customer.subscription.created__1", 3, "subscription"),
-    ("stripe-sync-engine__subscription_updated__1", 10, "subscription"),
-    ("stripe-ruby-mock__customer.subscription.updated__1", 5, "subscription"),
-    ("stripe-sync-engine__subscription_deleted__1", 2, "subscription"),
-    ("stripe-ruby-mock__invoice.created__1", 6, "invoice"),
-    ("stripe-sync-engine__invoice_finalized__1", 6, "invoice"),
-    ("stripe-sync-engine__invoice_paid__1", 8, "invoice"),
-    ("stripe-ruby-mock__invoice.payment_succeeded__1", 8, "invoice"),
-    ("stripe-ruby-mock__invoice.payment_failed__1", 3, "invoice"),
-    ("stripe-sync-engine__charge_succeeded__1", 8, "charge"),
-    ("stripe-ruby-mock__charge.succeeded__1", 2, "charge"),
-    ("stripe-sync-engine__charge_refunded__1", 2, "charge"),
-    ("stripe-sync-engine__charge_failed__1", 2, "charge"),
-    ("stripe-sync-engine__payment_intent_succeeded__1", 6, "payment_intent"),
-    ("stripe-sync-engine__payment_intent_created__1", 4, "payment_intent"),
-    ("stripe-ruby-mock__checkout.session.completed__1", 2, "checkout"),
-    ("stripe-sync-engine__charge_dispute_created__1", 1, "dispute"),
-    ("stripe-sync-engine__product_updated__1", 2, "other"),
-    ("stripe-sync-engine__price_updated__1", 2, "other"),
-)
+MIN_BODY, MAX_BODY = 1536, 6144
+_S, _R = "stripe-sync-engine__", "stripe-ruby-mock__"
+# Corpus event (file stem) and weight: weighted towards what a billing run sends.
+TEMPLATES: dict[str, float] = {
+    f"{_S}customer_updated__1": 5, f"{_R}customer.created__1": 2,
+    f"{_R}customer.subscription.created__1": 3, f"{_S}subscription_updated__1": 10,
+    f"{_R}customer.subscription.updated__1": 5, f"{_S}subscription_deleted__1": 2,
+    f"{_R}invoice.created__1": 6, f"{_S}invoice_finalized__1": 6, f"{_S}invoice_paid__1": 8,
+    f"{_R}invoice.payment_succeeded__1": 8, f"{_R}invoice.payment_failed__1": 3,
+    f"{_S}charge_succeeded__1": 8, f"{_R}charge.succeeded__1": 2, f"{_S}charge_refunded__1": 2,
+    f"{_S}charge_failed__1": 2, f"{_S}payment_intent_succeeded__1": 6,
+    f"{_S}payment_intent_created__1": 4, f"{_R}checkout.session.completed__1": 2,
+    f"{_S}charge_dispute_created__1": 1, f"{_S}product_updated__1": 2, f"{_S}price_updated__1": 2,
+}  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,145 +44,79 @@ class BenchEvent:
     body: bytes
 
 
-def customer_id(n: int) -> str:
-    return f"cus_bench{n:05d}"
-
-
-def _load_templates() -> list[tuple[dict[str, Any], float, str]]:
-    loaded = []
-    for stem, weight, kind in TEMPLATES:
-        path = CORPUS_EVENTS / f"{stem}.json"
-        event = orjson.loads(path.read_bytes())
-        loaded.append((event, weight, kind))
-    return loaded
-
-
-def _rewrite(event: dict[str, Any], kind: str, index: int, tag: str, cus: str) -> str | None:
+def _rewrite(obj: dict[str, Any], index: int, tag: str, cus: str) -> str | None:
     """Point the object at customer `cus`; returns the customer the event names, if any."""
-    obj: dict[str, Any] = event["data"]["object"]
-    n = cus.removeprefix("cus_bench")
+    kind, n = obj.get("object"), cus.removeprefix("cus_bench")
     if kind == "customer":
         obj["id"] = cus
         return cus
     if kind == "subscription":
         obj["id"] = f"sub_bench{n}"
-        obj["customer"] = cus
-        return cus
+    elif kind == "dispute":
+        obj["id"], obj["charge"] = f"dp_{tag}{index}", f"ch_bench{n}"
+        return None
+    else:
+        obj["id"] = f"{str(obj.get('id', 'obj')).split('_')[0]}_{tag}{index}"
+        if kind in ("product", "price"):
+            return None
+    obj["customer"] = cus
     if kind == "invoice":
-        obj["id"] = f"in_{tag}{index}"
-        obj["customer"] = cus
         obj["subscription"] = f"sub_bench{n}"
         if obj.get("charge"):
             obj["charge"] = f"ch_{tag}{index}"
-        return cus
-    if kind == "charge":
-        obj["id"] = f"ch_{tag}{index}"
-        obj["customer"] = cus
-        return cus
-    if kind in ("payment_intent", "checkout"):
-        obj["id"] = f"{'pi' if kind == 'payment_intent' else 'cs'}_{tag}{index}"
-        obj["customer"] = cus
-        return cus
-    if kind == "dispute":
-        obj["id"] = f"dp_{tag}{index}"
-        obj["charge"] = f"ch_bench{n}"
-        return None
-    obj["id"] = f"{str(obj.get('id', 'obj')).split('_')[0]}_{tag}{index}"
-    return None
+    return cus
 
 
 def _pad(event: dict[str, Any], target: int) -> bytes:
     body = orjson.dumps(event, option=orjson.OPT_INDENT_2)
-    missing = target - len(body)
-    if missing <= 0:
+    if len(body) >= target:
         return body
     obj = event["data"]["object"]
-    metadata = obj.get("metadata")
-    if not isinstance(metadata, dict):
-        metadata = obj["metadata"] = {}
+    if not isinstance(obj.get("metadata"), dict):
+        obj["metadata"] = {}
+    metadata = obj["metadata"]
     # The key and its quoting cost ~30 bytes once indented.
-    metadata["bench_note"] = "x" * max(1, missing - 30)
-    body = orjson.dumps(event, option=orjson.OPT_INDENT_2)
-    for _ in range(3):
-        off = len(body) - target
-        if off == 0:
-            break
-        metadata["bench_note"] = "x" * max(1, len(metadata["bench_note"]) - off)
+    metadata["bench_note"] = "x" * max(1, target - len(body) - 30)
+    for _ in range(4):
         body = orjson.dumps(event, option=orjson.OPT_INDENT_2)
+        if len(body) == target:
+            break
+        metadata["bench_note"] = "x" * max(1, len(metadata["bench_note"]) - len(body) + target)
     return body
 
 
-def generate(
-    count: int, *, tag: str, customers: int = 500, seed: int = 7, created_base: int | None = None
-) -> list[BenchEvent]:
+def generate(count: int, *, tag: str, customers: int = 500, seed: int = 7) -> list[BenchEvent]:
     """`count` distinct events; ids `evt_<tag>_<n>`; creation order follows the index."""
     rng = random.Random(seed)
-    templates = _load_templates()
-    raw = [orjson.dumps(t[0]) for t in templates]
-    weights = [t[1] for t in templates]
-    kinds = [t[2] for t in templates]
-    base = created_base if created_base is not None else int(time.time()) - 86_400
+    raw = [(CORPUS / "events" / f"{stem}.json").read_bytes() for stem in TEMPLATES]
+    weights = list(TEMPLATES.values())
+    base = int(time.time()) - 86_400
     events: list[BenchEvent] = []
     for index in range(count):
-        which = rng.choices(range(len(templates)), weights)[0]
-        event = orjson.loads(raw[which])
-        cus = customer_id(rng.randrange(customers))
-        named = _rewrite(event, kinds[which], index, tag, cus)
-        event["id"] = f"evt_{tag}_{index:07d}"
-        event["created"] = base + index // 8  # one-second resolution: ties are common
-        event["livemode"] = False
+        event = orjson.loads(raw[rng.choices(range(len(raw)), weights)[0]])
+        cus = f"cus_bench{rng.randrange(customers):05d}"
+        named = _rewrite(event["data"]["object"], index, tag, cus)
+        # `created` has one-second resolution: ties are common.
+        event.update(id=f"evt_{tag}_{index:07d}", created=base + index // 8, livemode=False)
         natural = len(orjson.dumps(event, option=orjson.OPT_INDENT_2))
-        low = max(natural, MIN_BODY)
-        high = max(low, min(int(natural * 1.3), MAX_BODY))
         if natural > MAX_BODY:
-            raise ValueError(f"template {kinds[which]} is over {MAX_BODY} bytes")
-        body = _pad(event, rng.randint(low, high))
+            raise ValueError(f"template of {event['type']} is over {MAX_BODY} bytes")
+        low = max(natural, MIN_BODY)
+        body = _pad(event, rng.randint(low, max(low, min(int(natural * 1.3), MAX_BODY))))
         events.append(BenchEvent(event["id"], event["type"], named, body))
     return events
 
 
-def sign(body: bytes, secret: str, timestamp: int) -> str:
-    """Stripe's scheme: `t=<ts>,v1=<hex HMAC-SHA256 of "<ts>.<body>">`."""
-    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
-    return f"t={timestamp},v1={mac}"
-
-
-def write_wrk_files(
-    events: Sequence[BenchEvent], secret: str, directory: Path, threads: int
-) -> tuple[list[Path], int]:
-    """One request file per wrk thread (round-robin split), signed now.
-
-    Record format: `<Stripe-Signature>\\t<body length>\\n<body>`. Returns the files and the
-    signing timestamp.
-    """
+def write_wrk_files(events: Sequence[BenchEvent], directory: Path, threads: int) -> None:
+    """One request file per wrk thread (round-robin), signed now:
+    `<Stripe-Signature>\t<body length>\n<body>` per request."""
     directory.mkdir(parents=True, exist_ok=True)
+    for i in range(threads):
+        requests = signed_requests(events[i::threads])
+        records = (f"{sig}\t{len(body)}\n".encode() + body for body, sig in requests)
+        (directory / f"requests-{i}.bin").write_bytes(b"".join(records))
+
+
+def signed_requests(events: Iterable[BenchEvent]) -> list[tuple[bytes, str]]:
     now = int(time.time())
-    paths = [directory / f"requests-{i}.bin" for i in range(threads)]
-    handles = [p.open("wb") for p in paths]
-    try:
-        for i, event in enumerate(events):
-            header = sign(event.body, secret, now)
-            out = handles[i % threads]
-            out.write(f"{header}\t{len(event.body)}\n".encode())
-            out.write(event.body)
-    finally:
-        for handle in handles:
-            handle.close()
-    return paths, now
-
-
-def signed_requests(events: Iterable[BenchEvent], secret: str) -> list[tuple[bytes, str]]:
-    now = int(time.time())
-    return [(e.body, sign(e.body, secret, now)) for e in events]
-
-
-def size_summary(events: Sequence[BenchEvent]) -> dict[str, float]:
-    sizes = sorted(len(e.body) for e in events)
-    return {
-        "min": sizes[0],
-        "median": sizes[len(sizes) // 2],
-        "mean": sum(sizes) / len(sizes),
-        "max": sizes[-1],
-        "customers": len({e.customer for e in events if e.customer}),
-        "types": len({e.type for e in events}),
-    }
+    return [(e.body, sign(e.body, SECRET, now)) for e in events]

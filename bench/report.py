@@ -1,565 +1,300 @@
-"""Targets, verdicts and `bench/RESULTS.md`."""
+"""Targets, verdicts and bench/RESULTS.md."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import NamedTuple
 
-from bench.cpu import CpuShare
-from bench.events import BenchEvent, size_summary
-from bench.pipeline import Phase, PipelineReport
-from bench.profile import Profile
-from bench.receiver import ServerRun
+from bench.events import BenchEvent
+from bench.pipeline import COMMANDS, PHASES, Phase, Pipeline
+from bench.receiver import SERVERS, ServerRun
+from bench.space import Options
+from bench.system import CpuShare
 
-WEB_RSS_MB = 150
-WORKER_RSS_MB = 200
-Write = Callable[[str], None]
+WEB_RSS_MB, WORKER_RSS_MB = 150, 200
+VERDICT = {True: "PASS", False: "FAIL"}
+LATENCIES = ("p50", "p90", "p99", "p99.9", "max")
 
 
-@dataclass
-class Target:
+class Target(NamedTuple):
     name: str
     goal: str
     measured: str
-    passed: bool | None  # None: not measured
+    passed: bool
 
 
 @dataclass
 class Results:
+    opts: Options
     argv: str
+    machine: dict[str, str]
+    load: list[str]  # before, after
     started: datetime
-    finished: datetime | None = None
-    quick: bool = False
-    machine: dict[str, str] = field(default_factory=dict)
-    load_before: str = ""
-    load_after: str = ""
-    duration: float = 0.0
-    connections: int = 32
-    threads: int = 2
-    # Each server's median run (by requests/s), and every run in the order they ran.
-    receiver: list[ServerRun] = field(default_factory=list)
-    receiver_runs: list[ServerRun] = field(default_factory=list)
-    receiver_events: Sequence[BenchEvent] = ()
-    pipeline: PipelineReport | None = None
-    pipeline_events: Sequence[BenchEvent] = ()
-    profiles: list[Profile] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    def run(self, name: str) -> ServerRun | None:
-        return next((r for r in self.receiver if r.name == name), None)
+    receiver_runs: list[ServerRun]  # in the order they ran
+    receiver_events: Sequence[BenchEvent]
+    pipeline: Pipeline
+    finished: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     def runs_of(self, name: str) -> list[ServerRun]:
-        return [r for r in self.receiver_runs or self.receiver if r.name == name]
+        return [r for r in self.receiver_runs if r.name == name]
+
+    def median(self, name: str) -> ServerRun:
+        runs = sorted(self.runs_of(name), key=lambda r: r.wrk.rps)
+        return runs[(len(runs) - 1) // 2]
+
+    @property
+    def medians(self) -> list[ServerRun]:
+        return [self.median(name) for name in SERVERS]
+
+    def row(self, x: ServerRun) -> list[object]:
+        median = " (median)" if x in self.medians and len(self.runs_of(x.name)) > 1 else ""
+        return [
+            x.name, f"{x.repeat}{median}", f"{x.wrk.rps:,.0f}",
+            *(f"{x.wrk.ms(p) or 0:.1f}" for p in LATENCIES),
+            x.wrk.n("non_2xx"), x.wrk.n("socket_errors"), f"{x.memory.tree_mb:.0f}",
+        ]  # fmt: skip
+
+    def phases(self, *names: str) -> list[Phase]:
+        return [p for p in self.pipeline.phases if p.name in names]
 
 
-def _ms(us: float | None) -> str:
-    return "-" if us is None else f"{us / 1000:.1f}"
-
-
-def _mb(value: float | None) -> str:
-    return "-" if value is None else f"{value:.0f}"
-
-
-def web_peak_mb(results: Results) -> float | None:
-    peaks = []
-    ours = results.run("ours")
-    if ours is not None:
-        peaks.append(ours.memory.tree_mb)
-    if results.pipeline:
-        peaks += [p.web_memory.tree_mb for p in results.pipeline.phases if p.web_memory]
-    return max(peaks) if peaks else None
-
-
-def worker_peak(results: Results) -> tuple[float, float, str] | None:
-    """Largest single worker process, whole worker tree, and the largest one's command."""
-    if not results.pipeline:
-        return None
-    phases = [
-        p
-        for p in results.pipeline.phases
-        if p.worker_memory and p.name in ("drain", "full", "half")
-    ]
-    if not phases:
-        return None
-    largest = max(phases, key=lambda p: p.worker_memory.largest_mb if p.worker_memory else 0)
-    assert largest.worker_memory is not None
-    tree = max(p.worker_memory.tree_mb for p in phases if p.worker_memory)
-    return largest.worker_memory.largest_mb, tree, largest.worker_memory.largest_command()
-
-
-def targets(results: Results) -> list[Target]:
+def targets(r: Results) -> list[Target]:
     found: list[Target] = []
-    ours, plain = results.run("ours"), results.run("straightforward")
-    if ours and plain:
-        ratio = ours.wrk.rps / plain.wrk.rps if plain.wrk.rps else 0.0
-        runs = len(results.runs_of("ours"))
-        found.append(
-            Target(
-                "receiver throughput",
-                ">= 3x straightforward",
-                f"{ratio:.2f}x ({ours.wrk.rps:,.0f} vs {plain.wrk.rps:,.0f} req/s"
-                + (f", median runs of {runs} each)" if runs > 1 else ")"),
-                ratio >= 3,
-            )
-        )
-    if ours:
-        all_ours = results.runs_of("ours")
-        p99s = sorted(r.wrk.latency_us.get("p99", 0.0) for r in all_ours)
-        p99 = p99s[(len(p99s) - 1) // 2] if p99s else None
-        shown = f"{_ms(p99)} ms"
-        if len(p99s) > 1:
-            shown += f" (median of {len(p99s)} runs: {', '.join(_ms(v) for v in p99s)})"
-        found.append(Target("receiver p99", "<= 25 ms", shown, p99 is not None and p99 <= 25_000))
-        non_2xx = sum(r.wrk.non_2xx for r in all_ours)
-        socket_errors = sum(r.wrk.socket_errors for r in all_ours)
-        found.append(
-            Target(
-                "receiver errors",
-                "no non-2xx",
-                f"{non_2xx} non-2xx, {socket_errors} socket errors (all runs)",
-                non_2xx + socket_errors == 0,
-            )
-        )
-        durable = all(r.durable for r in all_ours)
-        found.append(
-            Target(
-                "receiver durability",
-                "every 200 stored once and enqueued",
-                "all checks pass (all runs)" if durable else "see the checks below",
-                durable,
-            )
-        )
-    pipe = results.pipeline
-    drain = pipe.phase("drain") if pipe else None
-    trivial = pipe.phase("trivial") if pipe else None
-    half = pipe.phase("half") if pipe else None
-    if pipe and drain and trivial and trivial.events_per_s:
-        ratio = drain.events_per_s / trivial.events_per_s
-        runs = len(pipe.runs_of("drain"))
-        found.append(
-            Target(
-                "pipeline throughput",
-                ">= 0.7x trivial actor",
-                f"{ratio:.2f}x ({drain.events_per_s:,.0f} vs {trivial.events_per_s:,.0f} events/s"
-                + (f", median runs of {runs} each)" if runs > 1 else ")"),
-                ratio >= 0.7 and not any(p.timed_out for p in pipe.runs_of("drain")),
-            )
-        )
-    checked = [p.order_violations for p in pipe.runs_of("drain")] if pipe else []
-    if checked and all(v is not None for v in checked):
-        violations = sum(v or 0 for v in checked)
-        found.append(
-            Target(
-                "pipeline ordering",
-                "process_seq follows creation order per key",
-                f"{violations} violations" + (" (all drain runs)" if len(checked) > 1 else ""),
-                violations == 0,
-            )
-        )
-    if half:
-        p99 = half.latency_p99_ms
-        found.append(
-            Target(
-                "pipeline p99 at half load",
-                "<= 500 ms receipt-to-finished",
-                "-" if p99 is None else f"{p99:.0f} ms",
-                p99 is not None and p99 <= 500 and not half.timed_out,
-            )
-        )
-    web = web_peak_mb(results)
-    if web is not None:
-        found.append(
-            Target("web memory", f"<= {WEB_RSS_MB} MB", f"{web:.0f} MB", web <= WEB_RSS_MB)
-        )
-    worker = worker_peak(results)
-    if worker is not None:
-        found.append(
-            Target(
-                "worker memory",
-                f"<= {WORKER_RSS_MB} MB per process",
-                f"{worker[0]:.0f} MB (tree {worker[1]:.0f} MB)",
-                worker[0] <= WORKER_RSS_MB,
-            )
-        )
+
+    def add(name: str, goal: str, measured: str, passed: bool) -> None:
+        found.append(Target(name, goal, measured, passed))
+
+    ours, plain, every = r.median("ours"), r.median("straightforward"), r.runs_of("ours")
+    ratio = ours.wrk.rps / plain.wrk.rps
+    shown = f"{ratio:.2f}x ({ours.wrk.rps:,.0f} vs {plain.wrk.rps:,.0f} req/s"
+    shown += f", median runs of {len(every)} each)" if len(every) > 1 else ")"
+    add("receiver throughput", ">= 3x straightforward", shown, ratio >= 3)
+    p99s = sorted(x.wrk.ms("p99") or 0.0 for x in every)
+    p99, listed = p99s[(len(p99s) - 1) // 2], ", ".join(f"{v:.1f}" for v in p99s)
+    shown = f" (median of {len(p99s)} runs: {listed})" if len(p99s) > 1 else ""
+    add("receiver p99", "<= 25 ms", f"{p99:.1f} ms{shown}", p99 <= 25)
+    bad = sum(x.wrk.n("non_2xx") for x in every)
+    errors = sum(x.wrk.n("socket_errors") for x in every)
+    shown = f"{bad} non-2xx, {errors} socket errors (all runs)"
+    add("receiver errors", "no non-2xx", shown, bad + errors == 0)
+    durable = all(x.durable for x in every)
+    shown = "all checks pass (all runs)" if durable else "see the checks below"
+    add("receiver durability", "every 200 stored once and enqueued", shown, durable)
+    drain, trivial = r.pipeline.phase("drain"), r.pipeline.phase("trivial")
+    drains = r.phases("drain")
+    ratio, n = drain.events_per_s / trivial.events_per_s, len(drains)
+    shown = f"{ratio:.2f}x ({drain.events_per_s:,.0f} vs {trivial.events_per_s:,.0f} events/s"
+    shown += f", median runs of {n} each)" if n > 1 else ")"
+    passed = ratio >= 0.7 and not any(p.timed_out for p in drains)
+    add("pipeline throughput", ">= 0.7x trivial actor", shown, passed)
+    bad = sum(p.order_violations or 0 for p in drains)
+    shown = f"{bad} violations" + (" (all drain runs)" if len(drains) > 1 else "")
+    add("pipeline ordering", "process_seq follows creation order per key", shown, bad == 0)
+    half = r.pipeline.phase("half")
+    p99 = half.latency_ms[1] if half.latency_ms else 1e9
+    passed = p99 <= 500 and not half.timed_out
+    add("pipeline p99 at half load", "<= 500 ms receipt-to-finished", f"{p99:.0f} ms", passed)
+    live = r.phases("drain", "full", "half")
+    peak = max(m.tree_mb for m in [p.memory["web"] for p in live] + [x.memory for x in every])
+    add("web memory", f"<= {WEB_RSS_MB} MB", f"{peak:.0f} MB", peak <= WEB_RSS_MB)
+    peak = max(p.memory["worker"].largest_mb for p in live)
+    shown = f"{peak:.0f} MB (tree {max(p.memory['worker'].tree_mb for p in live):.0f} MB)"
+    add("worker memory", f"<= {WORKER_RSS_MB} MB per process", shown, peak <= WORKER_RSS_MB)
     return found
 
 
-def _cpu_line(share: CpuShare | None) -> str:
-    if share is None or not share.wall:
+def table(header: str, rows: Iterable[Sequence[object]]) -> list[str]:
+    """A Markdown table; a column whose header ends in ':' is right-aligned."""
+    names = header.split("|")
+    lines = ["| " + " | ".join(n.removesuffix(":") for n in names) + " |"]
+    lines.append("| " + " | ".join("---:" if n.endswith(":") else "---" for n in names) + " |")
+    return [*lines, *("| " + " | ".join(map(str, row)) + " |" for row in rows), ""]
+
+
+def cpu_line(cpu: CpuShare | None) -> str:
+    if cpu is None or not cpu.wall:
         return "-"
-    order = sorted(share.seconds, key=lambda k: -share.seconds[k])
-    parts = [f"{k} {share.percent(k):.0f}%" for k in order if share.percent(k) >= 1]
-    idle = 100 * share.idle / share.wall
-    line = ", ".join(parts) + f"; idle {idle:.0f}% (of one core; 2 cores = 200%)"
-    top = sorted(share.others.items(), key=lambda kv: -kv[1])[:3]
-    named = [f"{name} {100 * sec / share.wall:.0f}%" for name, sec in top if share.wall]
-    if share.percent("other") >= 10 and named:
-        line += f"; other: {', '.join(named)}"
+    busy = sorted((k for k in cpu.seconds if cpu.percent(k) >= 1), key=cpu.percent, reverse=True)
+    line = ", ".join(f"{k} {cpu.percent(k):.0f}%" for k in busy)
+    line += f"; idle {100 * cpu.idle / cpu.wall:.0f}% (of one core; 2 cores = 200%)"
+    top = sorted(cpu.others.items(), key=lambda kv: -kv[1])[:3]
+    if cpu.percent("other") >= 10 and top:
+        line += "; other: " + ", ".join(f"{k} {100 * s / cpu.wall:.0f}%" for k, s in top)
     return line
 
 
-def _verdict(passed: bool | None) -> str:
-    return {True: "PASS", False: "FAIL", None: "not measured"}[passed]
+def _per(cpu: CpuShare, category: str, units: int) -> str:
+    """CPU µs of `category` per unit of work."""
+    return f"{cpu.seconds.get(category, 0.0) / units * 1e6:,.0f}"
 
 
-def render(results: Results) -> str:
-    out: list[str] = []
-    w = out.append
-    finished = results.finished or datetime.now(UTC)
-    w("# Benchmark results\n")
-    if results.quick:
-        w(
-            "> **Quick run** (`--quick`): seconds-long runs on a possibly busy machine, to check "
-            "that the harness works. These are not the figures of record: run `make bench` on a "
-            "quiet machine.\n"
+def limits(r: Results) -> list[str]:
+    """CPU per unit of work, who was busy: derived from the runs."""
+    lines = ["## What limits it\n"]
+    lines.append("Derived from the runs below (CPU from /proc per process; 2 cores = 200%).\n")
+    for x in r.medians:
+        cpu, name = x.cpu, x.name
+        per = {k: _per(cpu, k, x.wrk.n("requests")) for k in (name, "postgres", "redis", "wrk")}
+        state = "neither it nor the machine is CPU-saturated: requests wait (I/O, commits)"
+        if 100 * cpu.idle / cpu.wall < 15:
+            state = "the machine's cores are saturated"
+        if cpu.percent(name) >= 85:
+            state = "its one event loop is saturated (CPU-bound)"
+        lines.append(
+            f"- receiver {name}{' (median run)' if len(r.runs_of(name)) > 1 else ''}: "
+            f"{x.wrk.rps:,.0f} req/s; CPU per request: server {per[name]} µs, PostgreSQL "
+            f"{per['postgres']} µs, Redis {per['redis']} µs, wrk {per['wrk']} µs (with loading "
+            f"its request files); server at {cpu.percent(name):.0f}% of a core, machine busy "
+            f"{100 * cpu.busy / cpu.wall:.0f}% of 200%: {state}."
         )
-    w(
-        f"Written by `{results.argv}` from {results.started:%Y-%m-%d %H:%M:%S} to "
-        f"{finished:%H:%M:%S} UTC. Every figure below comes from that command; rerun it to "
-        "refresh this file (do not edit by hand).\n"
-    )
-    w("## Machine\n")
-    for key, value in results.machine.items():
-        w(f"- {key}: {value}")
-    w(f"- load average before / after: {results.load_before} / {results.load_after}")
-    w("")
-    w("## Targets\n")
-    w("| target | goal | measured | verdict |")
-    w("| --- | --- | --- | --- |")
-    for target in targets(results):
-        w(f"| {target.name} | {target.goal} | {target.measured} | {_verdict(target.passed)} |")
-    w("")
-    for note in results.notes:
-        w(f"- {note}")
-    if results.notes:
-        w("")
-    _limits(results, w)
-    _receiver(results, w)
-    _pipeline(results, w)
-    _memory(results, w)
-    _profiles(results, w)
-    _events(results, w)
-    w("## Reproduce\n")
-    w("```sh")
-    w("make bench            # services up, then .venv/bin/python -m bench (defaults)")
-    w(f"{results.argv}")
-    w("```")
-    w("")
-    return "\n".join(out)
+    for p in r.pipeline.phases:
+        if p.cpu and p.finished:
+            per = {k: _per(p.cpu, k, p.cpu_events or p.finished) for k in ("workers", "postgres")}
+            lines.append(
+                f"- pipeline {p.label}: {p.events_per_s:,.0f} events/s; CPU per event: workers "
+                f"{per['workers']} µs, PostgreSQL {per['postgres']} µs; workers at "
+                f"{p.cpu.percent('workers'):.0f}% of a core (2 processes)."
+            )
+    return [*lines, ""]
 
 
-def _receiver(results: Results, w: Write) -> None:
-    if not results.receiver:
-        return
-    w("## Receiver\n")
-    w(
-        f"Each server is one uvicorn process on 127.0.0.1, driven by wrk with {results.threads} "
-        f"threads and {results.connections} connections for {results.duration:.0f} s, after a "
-        "short warm-up with events of its own. Every request is a distinct, freshly signed event "
+def receiver(r: Results) -> list[str]:
+    o, medians, ours = r.opts, r.medians, r.median("ours")
+    out = [
+        "## Receiver\n",
+        f"Each server is one uvicorn process on 127.0.0.1, driven by wrk with {o.threads} threads "
+        f"and {o.connections} connections for {o.duration:.0f} s, after a short warm-up with "
+        "events of its own. Every request is a distinct, freshly signed event "
         "(`Stripe-Signature` over the exact body, timestamp within the 300 s tolerance). "
-        "Latency is wrk's (closed loop, from write to full response).\n"
-    )
-    every = results.receiver_runs or results.receiver
-    if len(every) > len(results.receiver):
-        w(
+        "Latency is wrk's (closed loop, from write to full response).\n",
+    ]
+    if len(r.receiver_runs) > len(medians):
+        out.append(
             "The straightforward server and ours ran several times, alternating (bare, the "
             "ceiling, once), each run from a quiet machine (CHECKPOINT, sync, idle); the median "
             "run of each server by requests/s is marked and used for the ratios. Every run:\n"
         )
-    w(
-        "| server | run | req/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | non-2xx "
-        "| socket errors | peak RSS MB |"
+    header = "server|run|req/s:|" + "".join(f"{p} ms:|" for p in LATENCIES)
+    out += table(header + "non-2xx:|socket errors:|peak RSS MB:", map(r.row, r.receiver_runs))
+    ratios = [
+        f"{ours.wrk.rps / x.wrk.rps:.2f}x the {x.name} server's requests/s (p99 "
+        f"{(ours.wrk.ms('p99') or 0) / (x.wrk.ms('p99') or 1):.2f}x)"
+        for x in (r.median("straightforward"), r.median("bare"))
+    ]
+    out.append("Ours: " + "; ".join(ratios) + ".\n")
+    out.append("Where the CPU went during each run (CPU seconds / wall seconds, per category):\n")
+    out += [f"- {x.name} run {x.repeat}: {cpu_line(x.cpu)}" for x in r.receiver_runs] + [""]
+    out.append(
+        "Durability, checked after each run against the server's own database and namespace:\n"
     )
-    w("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for run in every:
-        lat = run.wrk.latency_us
-        median = any(run is r for r in results.receiver) and len(results.runs_of(run.name)) > 1
-        mark = " (median)" if median else ""
-        w(
-            f"| {run.name} | {run.repeat}{mark} | {run.wrk.rps:,.0f} | {_ms(lat.get('p50'))} | "
-            f"{_ms(lat.get('p90'))} | {_ms(lat.get('p99'))} | {_ms(lat.get('p99.9'))} | "
-            f"{_ms(lat.get('max'))} | {run.wrk.non_2xx} | {run.wrk.socket_errors} | "
-            f"{_mb(run.memory.tree_mb)} |"
-        )
-    w("")
-    ours, plain, bare = results.run("ours"), results.run("straightforward"), results.run("bare")
-    if ours:
-        parts = []
-        for other in (plain, bare):
-            if other and other.wrk.rps:
-                p99_other = other.wrk.latency_us.get("p99") or 1
-                parts.append(
-                    f"{ours.wrk.rps / other.wrk.rps:.2f}x the {other.name} server's requests/s "
-                    f"(p99 {ours.wrk.latency_us.get('p99', 0) / p99_other:.2f}x)"
-                )
-        if parts:
-            w("Ours: " + "; ".join(parts) + ".\n")
-    w("Where the CPU went during each run (CPU seconds / wall seconds, per category):\n")
-    for run in every:
-        w(f"- {run.name} run {run.repeat}: {_cpu_line(run.cpu)}")
-    w("")
-    checked = [r for r in every if r.checks]
-    if checked:
-        w("Durability, checked after each run against the server's own database and namespace:\n")
-        w("| server | check | verdict | detail |")
-        w("| --- | --- | --- | --- |")
-        for run in checked:
-            for check in run.checks:
-                w(
-                    f"| {run.name} run {run.repeat} | {check.name} | {_verdict(check.passed)} "
-                    f"| {check.detail} |"
-                )
-        w("")
-    w("Commands:\n")
-    w("```")
-    for run in results.receiver:
-        w(f"# {run.name}")
-        w(run.command)
-        w(run.wrk.command)
-    w("```\n")
-    ours_run = results.run("ours")
-    if ours_run:
-        w("<details><summary>wrk output for ours</summary>\n\n```")
-        w(ours_run.wrk.stdout.strip())
-        w("```\n</details>\n")
-
-
-def _label(phase: Phase) -> str:
-    return f"{phase.name} {phase.repeat}" if phase.name in ("drain", "trivial") else phase.name
-
-
-def _phase_row(phase: Phase) -> str:
-    send = phase.send
-    http = "-"
-    if send is not None:
-        http = f"{send.rate:,.0f}/s, p99 {send.percentile_ms(99):.1f} ms"
-    offered = f"{phase.offered_rate:,.0f}/s" if phase.offered_rate else "max"
-    latency = "-"
-    if phase.latency_p50_ms is not None:
-        latency = (
-            f"{phase.latency_p50_ms:.0f} / {phase.latency_p99_ms or 0:.0f} / "
-            f"{phase.latency_max_ms or 0:.0f}"
-        )
-    timeline = " / ".join(f"{v:.1f}" for v in phase.finish_timeline_s) or "-"
-    status = ", ".join(f"{k} {v}" for k, v in sorted(phase.statuses.items()))
-    if phase.timed_out:
-        status += " (TIMED OUT)"
-    name = _label(phase)
-    return (
-        f"| {name} | {phase.events} | {offered if phase.name in ('full', 'half') else '-'} | "
-        f"{http} | {phase.events_per_s:,.0f} | {latency} | {timeline} | {phase.wall_s:.1f} | "
-        f"{status} |"
+    rows = [(f"{x.name} run {x.repeat}", *c) for x in r.receiver_runs for c in x.checks]
+    out += table(
+        "server|check|verdict|detail", [(run, c, VERDICT[ok], d) for run, c, ok, d in rows]
     )
+    commands = [f"# {x.name}\n{x.command}\n{x.wrk.command}" for x in medians]
+    out += ["Commands:\n", "```", *commands, "```\n"]
+    out += ["<details><summary>wrk output for ours</summary>\n\n```", ours.wrk.stdout.strip()]
+    return [*out, "```\n</details>\n"]
 
 
-def _pipeline(results: Results, w: Write) -> None:
-    pipe = results.pipeline
-    if pipe is None:
-        return
-    w("## Pipeline\n")
-    if pipe.skipped:
-        w(f"Not run: {pipe.skipped}.\n")
-    w(
-        f"{pipe.events} events (500 customers) per phase; 2 worker processes "
+def _phase_row(p: Phase) -> list[object]:
+    http = f"{p.send.rate:,.0f}/s, p99 {p.send.p99_ms():.1f} ms" if p.send else "-"
+    offered = f"{p.offered_rate:,.0f}/s" if p.offered_rate else "max"
+    status = ", ".join(f"{k} {v}" for k, v in sorted(p.statuses.items()))
+    return [
+        p.label, p.events, offered if p.name in ("full", "half") else "-", http,
+        f"{p.events_per_s:,.0f}", " / ".join(f"{v:.0f}" for v in p.latency_ms) or "-",
+        " / ".join(f"{v:.1f}" for v in p.finish_timeline_s) or "-", f"{p.wall_s:.1f}",
+        status + (" (TIMED OUT)" if p.timed_out else ""),
+    ]  # fmt: skip
+
+
+def pipeline(r: Results) -> list[str]:
+    pipe = r.pipeline
+    out = [
+        "## Pipeline\n",
+        f"{r.opts.events} events (500 customers) per phase; 2 worker processes "
         "(`WORKER_PROCESSES=2`, default threads) with the billing mirror on; each phase in a "
         "fresh database and Redis namespace. events/s and latency come from the rows "
         "(PostgreSQL's clock): drain and trivial from first to last `processed_at`; full and "
         "half from first `received_at` to last `processed_at`; latency is "
-        "`processed_at - received_at`.\n"
-    )
-    w(
-        "- **drain**: all events stored through the receiver while no worker runs, then the "
-        "workers start: the workers' own throughput, comparable with the trivial actor.\n"
-        "- **trivial**: a copy of the drain database taken before the workers ran and the same "
-        "ids enqueued, finished by `bench/servers/trivial_actor.py` (one UPDATE per message, "
-        "same processes and threads).\n"
-        "- **full**: workers running, events posted as fast as 32 connections go.\n"
-        "- **half**: posted open-loop at half of the full-load events/s.\n"
-    )
-    if len(pipe.runs_of("drain")) > 1:
-        w(
+        "`processed_at - received_at`.\n",
+        *(f"- **{name}**: {what}" for name, what in PHASES.items()),
+        "",
+    ]
+    if len(r.phases("drain")) > 1:
+        out.append(
             "Drain and trivial ran several times, alternating, each from a quiet machine "
             "(CHECKPOINT, sync, idle); the median run of each by events/s is compared.\n"
         )
-    w(
-        "| phase | events | offered | HTTP (sender) | events/s | latency ms p50 / p99 / max "
-        "| finished 50 / 90 / 99 / 100% after s | wall s | statuses |"
-    )
-    w("| --- | ---: | ---: | --- | ---: | --- | --- | ---: | --- |")
-    for phase in pipe.phases:
-        w(_phase_row(phase))
-    w("")
+    header = "phase|events:|offered:|HTTP (sender)|events/s:|latency ms p50 / p99 / max"
+    header += "|finished 50 / 90 / 99 / 100% after s|wall s:|statuses"
+    out += table(header, map(_phase_row, pipe.phases))
     drain, trivial = pipe.phase("drain"), pipe.phase("trivial")
-    if drain and trivial and trivial.events_per_s:
-        w(
-            f"Workers vs trivial actor: {drain.events_per_s / trivial.events_per_s:.2f}x. "
-            f"Ordering check on the drain (every key's `process_seq` in creation order): "
-            f"{drain.order_violations} violations.\n"
-        )
-    for phase in pipe.phases:
-        if phase.mirror_rows:
-            rows = ", ".join(f"{k} {v}" for k, v in phase.mirror_rows.items())
-            w(f"- {_label(phase)}: mirror rows {rows}")
-        if phase.note:
-            w(f"- {_label(phase)}: {phase.note}")
-    w("")
-    w("Where the CPU went:\n")
-    for phase in pipe.phases:
-        w(f"- {_label(phase)}: {_cpu_line(phase.cpu)}")
-    w("")
-    w("Commands:\n")
-    w("```")
-    for name, command in pipe.commands.items():
-        w(f"{name}: {command}")
-    w("```\n")
-
-
-def _memory(results: Results, w: Write) -> None:
-    w("## Peak memory\n")
-    w(
-        "VmHWM (peak resident set) from /proc/<pid>/status, sampled every 0.25 s over each "
-        "process tree while it ran; a tree's figure is the sum of its processes' peaks.\n"
+    out.append(
+        f"Workers vs trivial actor: {drain.events_per_s / trivial.events_per_s:.2f}x. "
+        "Ordering check on the drain (every key's `process_seq` in creation order): "
+        f"{drain.order_violations} violations.\n"
     )
-    w("| process | run | peak RSS MB (largest process) | tree MB | largest process |")
-    w("| --- | --- | ---: | ---: | --- |")
-    for run in results.receiver:
-        w(
-            f"| web: {run.name} | receiver | {_mb(run.memory.largest_mb)} | "
-            f"{_mb(run.memory.tree_mb)} | `{run.memory.largest_command()[:80]}` |"
+    for p in pipe.phases:
+        rows = ", ".join(f"{k} {v}" for k, v in p.mirror_rows.items())
+        out += [f"- {p.label}: mirror rows {rows}"] if rows else []
+        out += [f"- {p.label}: {p.note}"] if p.note else []
+    out += ["", "Where the CPU went:\n", *(f"- {p.label}: {cpu_line(p.cpu)}" for p in pipe.phases)]
+    return [*out, "", "Commands:\n", "```", *(f"{k}: {v}" for k, v in COMMANDS.items()), "```\n"]
+
+
+def memory(r: Results) -> list[str]:
+    rows = [(f"web: {x.name}", "receiver", x.memory) for x in r.medians]
+    rows += [(k, f"pipeline {p.name}", m) for p in r.pipeline.phases for k, m in p.memory.items()]
+    header = "process|run|peak RSS MB (largest process):|tree MB:|largest process"
+    cells = [(k, run, f"{m.largest_mb:.0f}", f"{m.tree_mb:.0f}", f"`{m.largest_command[:80]}`")
+             for k, run, m in rows]  # fmt: skip
+    return [
+        "## Peak memory\n",
+        "VmHWM (peak resident set) from /proc/<pid>/status for each process of a tree, read at "
+        "the end of each run; a tree's figure is the sum of its processes' peaks.\n",
+        *table(header, cells),
+    ]
+
+
+def events(r: Results) -> list[str]:
+    out = ["## Events\n"]
+    for label, found in (("receiver", r.receiver_events), ("pipeline", r.pipeline.events)):
+        sizes, customers = sorted(len(e.body) for e in found), {e.customer for e in found} - {None}
+        out.append(
+            f"- {label}: {len(found):,} events prepared, bodies {sizes[0]} to {sizes[-1]} bytes "
+            f"(median {sizes[len(sizes) // 2]}, mean {sum(sizes) / len(sizes):.0f}), "
+            f"{len({e.type for e in found})} types, {len(customers)} customers"
         )
-    if results.pipeline:
-        for phase in results.pipeline.phases:
-            for label, memory in (("web", phase.web_memory), ("worker", phase.worker_memory)):
-                if memory is None:
-                    continue
-                w(
-                    f"| {label} | pipeline {phase.name} | {_mb(memory.largest_mb)} | "
-                    f"{_mb(memory.tree_mb)} | `{memory.largest_command()[:80]}` |"
-                )
-    w("")
-
-
-def _profiles(results: Results, w: Write) -> None:
-    if not results.profiles:
-        return
-    w("## Profiles\n")
-    w(
-        "Recorded with py-spy (200 Hz, non-blocking, idle threads excluded) under the same load, "
-        "in a separate run after the measurements. Shares are of the samples; 'self' is time in "
-        "the function itself, 'inclusive' counts its callees too.\n"
-    )
-    for profile in results.profiles:
-        w(f"### {profile.label}\n")
-        if profile.error:
-            w(f"No profile: {profile.error}\n")
-            continue
-        w(f"`{profile.command}` ({profile.samples} samples)\n")
-        w("| self % | function |")
-        w("| ---: | --- |")
-        for name, pct in profile.self_top:
-            w(f"| {pct:.1f} | `{name}` |")
-        w("")
-        w("| samples % | innermost function of ours on the stack |")
-        w("| ---: | --- |")
-        for name, pct in profile.ours_top:
-            w(f"| {pct:.1f} | `{name}` |")
-        w("")
-        w("| inclusive % | function |")
-        w("| ---: | --- |")
-        for name, pct in profile.total_top:
-            w(f"| {pct:.1f} | `{name}` |")
-        w("")
-
-
-def _events(results: Results, w: Write) -> None:
-    w("## Events\n")
-    for label, events in (
-        ("receiver", results.receiver_events),
-        ("pipeline", results.pipeline_events),
-    ):
-        if not events:
-            continue
-        s = size_summary(events)
-        w(
-            f"- {label}: {len(events):,} events prepared, bodies {s['min']:.0f} to {s['max']:.0f} "
-            f"bytes (median {s['median']:.0f}, mean {s['mean']:.0f}), {s['types']:.0f} types, "
-            f"{s['customers']:.0f} customers"
-        )
-    w(
+    out.append(
         "- built by `bench/events.py` from corpus shapes (tests/fixtures/stripe-corpus): ids, "
         "customers, subscription/invoice/charge ids rewritten, `created` increasing (8 events per "
         "second, so ties occur), pretty-printed like Stripe's bodies and padded through "
         "`metadata` to 1.5-6 KB.\n"
     )
+    return out
 
 
-def _per_unit(share: CpuShare | None, category: str, units: float, scale: float) -> str:
-    if share is None or not units:
-        return "-"
-    return f"{share.seconds.get(category, 0.0) / units * scale:,.0f}"
-
-
-def _profile_line(profile: Profile | None) -> str:
-    if profile is None or not profile.ours_top:
-        return ""
-    ours = ", ".join(f"`{n}` {p:.0f}%" for n, p in profile.ours_top[:4])
-    hot = ", ".join(f"`{n}` {p:.0f}%" for n, p in profile.self_top[:4])
-    return f" Profile, by our innermost function: {ours}. Hottest functions (self): {hot}."
-
-
-def _limits(results: Results, w: Write) -> None:
-    """Plain statements from the measurements: CPU per unit of work, who was busy, where the
-    receiver's and workers' time went."""
-    lines: list[str] = []
-    profiles = {p.label: p for p in results.profiles}
-    for run in results.receiver:  # the median runs
-        if run.cpu is None or not run.wrk.requests:
-            continue
-        share, n = run.cpu, run.wrk.requests
-        busy = share.busy
-        state = (
-            "its one event loop is saturated (CPU-bound)"
-            if share.percent(run.name) >= 85
-            else "the machine's cores are saturated"
-            if 100 * share.idle / share.wall < 15
-            else "neither it nor the machine is CPU-saturated: requests wait (I/O, commits)"
+def render(r: Results) -> str:
+    out = ["# Benchmark results\n"]
+    if r.opts.quick:
+        out.append(
+            "> **Quick run** (`--quick`): seconds-long runs on a possibly busy machine, to check "
+            "that the harness works. These are not the figures of record: run `make bench` on a "
+            "quiet machine.\n"
         )
-        per = {k: _per_unit(share, k, n, 1e6) for k in (run.name, "postgres", "redis", "wrk")}
-        median = " (median run)" if len(results.runs_of(run.name)) > 1 else ""
-        lines.append(
-            f"receiver {run.name}{median}: {run.wrk.rps:,.0f} req/s; CPU per request: server "
-            f"{per[run.name]} µs, PostgreSQL {per['postgres']} µs, Redis {per['redis']} µs, "
-            f"wrk {per['wrk']} µs (with loading its request files); "
-            f"server at {share.percent(run.name):.0f}% of a core, machine busy "
-            f"{100 * busy / share.wall:.0f}% of 200%: {state}."
-            + (_profile_line(profiles.get(f"receiver: {run.name}")) if run.name == "ours" else "")
-        )
-    pipe = results.pipeline
-    if pipe:
-        for phase in pipe.phases:
-            if phase.cpu is None or not phase.finished:
-                continue
-            n = phase.cpu_events or phase.finished
-            workers = _per_unit(phase.cpu, "workers", n, 1e6)
-            postgres = _per_unit(phase.cpu, "postgres", n, 1e6)
-            lines.append(
-                f"pipeline {_label(phase)}: {phase.events_per_s:,.0f} events/s; CPU per event: "
-                f"workers {workers} µs, PostgreSQL {postgres} µs; workers at "
-                f"{phase.cpu.percent('workers'):.0f}% of a core (2 processes)."
-                + (
-                    _profile_line(profiles.get("workers (drain)"))
-                    if phase is pipe.phase("drain")
-                    else ""
-                )
-            )
-    if not lines:
-        return
-    w("## What limits it\n")
-    w(
-        "Derived from the runs below (CPU from /proc per process; 2 cores = 200%) and, where a "
-        "target was missed, the py-spy profiles.\n"
+    out.append(
+        f"Written by `{r.argv}` from {r.started:%Y-%m-%d %H:%M:%S} to {r.finished:%H:%M:%S} UTC. "
+        "Every figure below comes from that command; rerun it to refresh this file (do not edit "
+        "by hand).\n"
     )
-    for line in lines:
-        w(f"- {line}")
-    w("")
+    out += ["## Machine\n", *(f"- {k}: {v}" for k, v in r.machine.items())]
+    out += [f"- load average before / after: {' / '.join(r.load)}", "", "## Targets\n"]
+    out += table("target|goal|measured|verdict", ([*t[:3], VERDICT[t.passed]] for t in targets(r)))
+    for section in (limits, receiver, pipeline, memory, events):
+        out += section(r)
+    make = "make bench            # services up, then .venv/bin/python -m bench (defaults)"
+    return "\n".join([*out, "## Reproduce\n", "```sh", make, r.argv, "```", ""])

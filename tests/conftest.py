@@ -3,93 +3,58 @@ a Redis database index with a namespace of the test's own."""
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 
-import psycopg
 import pytest
-import redis
-from psycopg import sql
 
-from shared.db import with_database
-from shared.migrate import migrate
 from shared.settings import Settings
+from tests.databases import (
+    REDIS_BASE_URL,
+    create_database,
+    delete_namespace,
+    drop_database,
+    free_redis_db,
+    temporary_database,
+)
 
-ADMIN_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://127.0.0.1:5432/postgres")
-TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
 SECRET = "whsec_test_primary_0123456789"
 OTHER_SECRET = "whsec_test_rotated_9876543210"
-
-
-def _admin() -> psycopg.Connection[tuple[object, ...]]:
-    return psycopg.connect(ADMIN_URL, autocommit=True)
-
-
-def _drop(name: str) -> None:
-    with _admin() as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
 
 
 @pytest.fixture(scope="session")
 def template_db() -> Iterator[str]:
     name = f"si_tmpl_{uuid.uuid4().hex[:10]}"
-    with _admin() as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    create_database(name)
     try:
-        migrate(with_database(ADMIN_URL, name))
         yield name
     finally:
-        _drop(name)
+        drop_database(name)
 
 
 @pytest.fixture
 def database_url(template_db: str) -> Iterator[str]:
     """A fresh, migrated database for this test, dropped afterwards."""
-    name = f"si_test_{uuid.uuid4().hex[:10]}"
-    with _admin() as conn:
-        conn.execute(
-            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-                sql.Identifier(name), sql.Identifier(template_db)
-            )
-        )
-    try:
-        yield with_database(ADMIN_URL, name)
-    finally:
-        _drop(name)
+    with temporary_database(f"si_test_{uuid.uuid4().hex[:10]}", template=template_db) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
 def redis_db() -> int:
     """An empty Redis database index; tests only ever delete their own namespaced keys."""
-    for index in range(15, 0, -1):
-        client = redis.Redis.from_url(f"{TEST_REDIS_URL}/{index}")
-        try:
-            if client.dbsize() == 0:
-                return index
-        finally:
-            client.close()
-    return 15
+    return free_redis_db()
 
 
 @pytest.fixture
 def redis_url(redis_db: int) -> str:
-    return f"{TEST_REDIS_URL}/{redis_db}"
+    return f"{REDIS_BASE_URL}/{redis_db}"
 
 
 @pytest.fixture
 def redis_namespace(redis_url: str) -> Iterator[str]:
     namespace = f"si-test-{uuid.uuid4().hex[:10]}"
     yield namespace
-    client = redis.Redis.from_url(redis_url)
-    try:
-        keys = list(client.scan_iter(match=f"{namespace}*", count=1000))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
+    delete_namespace(redis_url, namespace)
 
 
 @pytest.fixture

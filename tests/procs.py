@@ -1,4 +1,4 @@
-"""Start our real processes in tests, and always stop them.
+"""Start our real processes in tests (and in bench/), and always stop them.
 
     with run_worker(env, processes=2, threads=8) as worker:   # `python -m worker`
         ...
@@ -6,6 +6,8 @@
         ...
     with run_web(env) as base_url:                            # `python -m ingest` on a free port
         httpx.post(f"{base_url}/webhooks/stripe", ...)
+    with run_server(name, argv, env, port) as running:        # any server with GET /healthz
+        ...
 
 Each process gets only the given env (plus PATH/HOME/locale and PYTHONPATH=repo root, so test
 modules such as `tests.worker.handlers` can be named in USER_HANDLERS), runs in a private
@@ -232,24 +234,46 @@ def run_sweeper(env: Mapping[str, str], *, stop_timeout: float = 5.0) -> Iterato
 
 
 @contextlib.contextmanager
-def run_web(env: Mapping[str, str], *, timeout: float = 30.0) -> Iterator[str]:
-    """`python -m ingest` on a free port; yields its base URL once GET /healthz answers 200."""
-    port = free_port()
-    full = {**env, "PORT": str(port)}
-    base_url = f"http://127.0.0.1:{port}"
-    with run_process("web", [sys.executable, "-m", "ingest"], full) as running:
+def run_server(
+    name: str,
+    args: list[str],
+    env: Mapping[str, str],
+    port: int,
+    *,
+    timeout: float = 30.0,
+    stop_timeout: float = 5.0,
+) -> Iterator[Running]:
+    """A process serving HTTP on `port`; yields once its GET /healthz answers 200."""
+    with run_process(name, args, env, stop_timeout=stop_timeout) as running:
 
         def healthy() -> bool:
             if not running.alive():
-                raise RuntimeError(f"web exited ({running.proc.returncode}):\n{running.logs()}")
+                raise RuntimeError(f"{name} exited ({running.proc.returncode}):\n{running.logs()}")
             try:
-                with urllib.request.urlopen(f"{base_url}/healthz", timeout=1) as response:
-                    return bool(response.status == 200)
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
+                    return bool(r.status == 200)
             except (urllib.error.URLError, OSError):
                 return False
 
         try:
             wait_until(healthy, timeout, interval=0.1)
         except TimeoutError:
-            raise TimeoutError(f"web not healthy within {timeout}s:\n{running.logs()}") from None
-        yield base_url
+            raise TimeoutError(f"{name} not healthy within {timeout}s:\n{running.logs()}") from None
+        yield running
+
+
+@contextlib.contextmanager
+def run_web(
+    env: Mapping[str, str], *, timeout: float = 30.0, stop_timeout: float = 5.0
+) -> Iterator[str]:
+    """`python -m ingest` on a free port; yields its base URL once GET /healthz answers 200."""
+    port = free_port()
+    with run_server(
+        "web",
+        [sys.executable, "-m", "ingest"],
+        {**env, "PORT": str(port)},
+        port,
+        timeout=timeout,
+        stop_timeout=stop_timeout,
+    ):
+        yield f"http://127.0.0.1:{port}"
