@@ -26,7 +26,7 @@ import pytest
 from psycopg import sql
 
 from shared.db import with_database
-from tests.conftest import ADMIN_URL
+from tests.databases import ADMIN_URL
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("ingest", "shared", "stripe_ingest", "worker")

@@ -10,7 +10,7 @@ import pytest
 
 from shared.db import with_database
 from shared.migrate import MigrationError, discover, migrate
-from tests.conftest import ADMIN_URL
+from tests.databases import ADMIN_URL
 
 
 def _tables(url: str) -> set[str]:
