@@ -6,7 +6,7 @@ import hashlib
 import random
 from collections.abc import Callable
 
-from shared.redaction import redact
+from shared.redaction import redact, without_db_detail
 
 _ERROR_CHARS = 500
 _TRACEBACK_CHARS = 20_000
@@ -32,4 +32,4 @@ def backoff_ms(
 
 
 def traceback_text(text: str) -> str:
-    return redact(text)[-_TRACEBACK_CHARS:]
+    return redact(without_db_detail(text))[-_TRACEBACK_CHARS:]

@@ -23,7 +23,7 @@ import structlog
 from psycopg.pq import TransactionStatus
 
 from shared.db import Connection
-from shared.errors import DatabaseUnavailable, error_line, is_outage
+from shared.errors import DatabaseUnavailable, HandlerError, error_line, is_outage
 from shared.settings import Settings
 from worker import sql
 from worker.inflight import InFlight
@@ -40,7 +40,7 @@ MAX_PER_KEY = 16
 MAX_ROUND_SECONDS = 0.25
 
 
-class HandlerFailed(Exception):
+class HandlerFailed(HandlerError):
     """A handler failed on `inflight`'s event (or left its transaction unusable)."""
 
     def __init__(self, inflight: InFlight, error: BaseException, tb: str) -> None:

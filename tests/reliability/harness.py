@@ -7,22 +7,25 @@ Figures go to the JSON lines file named by RELIABILITY_RESULTS when it is set (t
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
 import re
+import sys
 import threading
 import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import psycopg
 from psycopg.rows import dict_row
 
-from tests.procs import Running
+from tests.procs import Running, run_server, run_sweeper, run_worker
 from tests.support import sign
 
 RESULTS_ENV = "RELIABILITY_RESULTS"
@@ -86,11 +89,25 @@ class Sender:
                 return
             time.sleep(0.05)  # a client's pause before it sends again, not a wait for state
 
-    def send_all(self, events: Sequence[dict[str, Any]], deadline_s: float = 60.0) -> None:
+    def send_all(
+        self, events: Sequence[dict[str, Any]], deadline_s: float = 60.0, *, in_order: bool = True
+    ) -> None:
+        """Send every event; with `in_order`, each customer's events one after another in the
+        order given (customers in parallel), so arrival order is creation order per key and
+        processing order can be checked exactly; else all in parallel."""
         deadline = time.monotonic() + deadline_s
+        groups: dict[str, list[dict[str, Any]]] = {}
+        for n, event in enumerate(events):
+            key = str(event["data"]["object"].get("customer")) if in_order else str(n)
+            groups.setdefault(key, []).append(event)
+
+        def send_group(group: list[dict[str, Any]]) -> None:
+            for event in group:
+                self.send_one(event, deadline)
+
         try:
             with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
-                list(pool.map(lambda e: self.send_one(e, deadline), events))
+                list(pool.map(send_group, groups.values()))
         finally:
             with self._lock:
                 for conn in self._opened:
@@ -198,3 +215,75 @@ def leaks(processes: Iterable[Running], values: Iterable[str] = ()) -> list[str]
             if any(p.search(line) for p in _NEVER) or any(v in line for v in literal):
                 bad.append(f"{proc.name}: {line[:300]}")
     return bad
+
+
+def worker_processes(supervisor: Running) -> list[int]:
+    """The Dramatiq worker processes under `python -m worker` (the supervisor's grandchildren,
+    the ones that run handlers)."""
+    tree = supervisor.descendants()
+    parents = {pid: _parent(pid) for pid in tree}
+    mains = [pid for pid, parent in parents.items() if parent == supervisor.pid]
+    return sorted(pid for pid, parent in parents.items() if parent in mains)
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text(errors="replace")
+    except OSError:
+        return None
+    return int(raw[raw.rindex(")") + 2 :].split()[1])
+
+
+def events_for(
+    prefix: str, customers: int, per_customer: int, event_type: str, **meta: object
+) -> list[dict[str, Any]]:
+    """`per_customer` events for each of `customers` keys, a second apart, in creation order."""
+    from tests.worker.support import T0, make_event
+
+    return [
+        make_event(
+            f"evt_{prefix}_{c:03d}_{i:03d}", f"cus_{prefix}_{c:03d}", T0 + i, event_type, **meta
+        )
+        for c in range(customers)
+        for i in range(per_customer)
+    ]
+
+
+class Stack:
+    """The service as `make run` starts it (web, worker, sweeper), each under its role, any of
+    which a scenario can kill and start again; every process it ran is kept for the log scan."""
+
+    def __init__(self, env: dict[str, str], urls: dict[str, str], port: int) -> None:
+        self.env, self.urls, self.port = env, urls, port
+        self.base_url = f"http://127.0.0.1:{port}"
+        self.ran: list[Running] = []
+        self._open: dict[str, contextlib.ExitStack] = {}
+
+    def start(self, kind: str, **extra: Any) -> Running:
+        stack = contextlib.ExitStack()
+        if kind == "web":
+            env = {**self.env, "DATABASE_URL": self.urls["web"], "PORT": str(self.port)}
+            argv = [sys.executable, "-m", "ingest"]
+            running = stack.enter_context(run_server("web", argv, env, self.port))
+        elif kind == "worker":
+            env = {**self.env, "DATABASE_URL": self.urls["worker"]}
+            processes, threads = extra.get("processes", 2), extra.get("threads", 4)
+            running = stack.enter_context(run_worker(env, processes=processes, threads=threads))
+        else:
+            env = {**self.env, "DATABASE_URL": self.urls["worker"]}
+            running = stack.enter_context(run_sweeper(env))
+        self._open[kind] = stack
+        self.ran.append(running)
+        return running
+
+    def stop(self, kind: str) -> None:
+        stack = self._open.pop(kind, None)
+        if stack is not None:
+            stack.close()
+
+    def __enter__(self) -> Stack:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        for kind in list(self._open):
+            self.stop(kind)
