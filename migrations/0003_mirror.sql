@@ -189,7 +189,7 @@ CREATE INDEX notifications_customer ON notifications (customer_id, created_at);
 
 -- Access decisions as of `at`, one row per known customer. The view below is this function at
 -- now(); worker.mirror.access.customer_access() calls it with any time, so both agree.
--- Rules, first match wins (see the README):
+-- Rules, first match wins (see docs/reference/mirror.md, "Access decisions"):
 --   1. customer deleted                                  -> no  (customer_deleted)
 --   2. an open dispute on one of the customer's charges  -> no  (dispute_open)
 --   3. latest successful payment lost in a dispute       -> no  (dispute_lost)
