@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PORT   ?= 8000
 
-.PHONY: install run test lint fmt bench services stop clean
+.PHONY: install run test lint fmt bench reliability services stop clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ lint: install
 fmt: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+reliability: install
+	@scripts/services.sh test
+	$(BIN)/python -m tests.reliability.report
 
 bench: install
 	@scripts/services.sh test
