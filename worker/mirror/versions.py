@@ -5,7 +5,9 @@ remove fields, and the monthly releases after it keep its name and only add. So 
 known when it is a dated version from before named releases (`2020-08-27`: the older shapes,
 period on the subscription, `invoice.subscription`, `invoice.charge`) or carries the name of a
 release whose shapes `shapes` reads. The current shapes were checked against the objects of
-stripe-python 16.1.0, pinned at 2026-10-28.endive.
+stripe-python 16.1.0, pinned at 2026-10-28.endive (one field has no new place: `charge.invoice`,
+gone since basil, so `charges.invoice_id` stays NULL; the invoice's payments name its charge or
+payment intent).
 
 An event of any other version (a release named after these, a `.preview` version) is still
 applied as far as its fields allow; the worker counts it
