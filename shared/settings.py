@@ -117,7 +117,8 @@ class Settings:
         "STRIPE_API_KEY",
         text,
         "Optional: the mirror re-reads subscriptions and invoices from Stripe, and `backfill`"
-        " works (a restricted key that reads Events is enough for `backfill`).",
+        " and `reconcile` work (a restricted key that reads Events is enough for `backfill`;"
+        " `reconcile` reads customers, subscriptions and invoices).",
     )
     stripe_api_base: str | None = setting(
         None,

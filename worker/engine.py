@@ -42,6 +42,7 @@ from worker import sql
 from worker.failures import record_failure
 from worker.inflight import InFlight, Outcome
 from worker.metrics import WorkerMetrics
+from worker.mirror.versions import VersionWatch
 from worker.policy import key_lock_id
 from worker.registry import REGISTRY, Registry, Services
 from worker.rounds import HandlerFailed, RoundRefused, RoundSpec, per_key_limit, run_round
@@ -104,6 +105,7 @@ class Engine:
 
     def __post_init__(self) -> None:
         self._claiming = threading.Lock()
+        self._versions = VersionWatch(self.metrics.unknown_api_version if self.metrics else None)
         self.spec = RoundSpec(
             self.settings, self.registry, self.services, self.worker_id, self.failures
         )
@@ -285,6 +287,8 @@ class Engine:
                 self.metrics.observe_finished(
                     d.event.type, d.status, d.event.created, d.received_at, d.finished_at
                 )
+            if d.status == "processed":
+                self._versions.saw(d.event.api_version)
             if debug:
                 ms = round((datetime.now(UTC) - d.started).total_seconds() * 1000, 1)
                 name = "event.processed" if d.status == "processed" else "event.ignored"

@@ -31,7 +31,8 @@ LAG_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 90
 
 
 class WorkerMetrics:
-    """What the workers count: events finished by type and outcome, failed attempts, lag."""
+    """What the workers count: events finished by type and outcome, failed attempts, lag,
+    events of API versions the mirror does not know."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         import prometheus_client as prom
@@ -55,6 +56,13 @@ class WorkerMetrics:
             "(since=received) until it finished.",
             ["since"],
             buckets=LAG_BUCKETS,
+            registry=registry,
+        )
+        self.unknown_api_version = prom.Counter(
+            "stripe_events_unknown_api_version_total",
+            "Events processed at an API version whose shapes the mirror does not know "
+            "(applied as far as their fields allow).",
+            ["api_version"],
             registry=registry,
         )
 

@@ -202,3 +202,10 @@ def print_stats(s: dict[str, Any]) -> None:
             ),
         ]
     )
+    unknown = s.get("unknown_api_versions") or []
+    if unknown:
+        named = ", ".join(
+            f"{u['api_version']} ({u['events']} event{'' if u['events'] == 1 else 's'})"
+            for u in unknown
+        )
+        click.echo(f"api versions not known to the mirror: {named}")

@@ -15,6 +15,7 @@ from stripe_ingest.cli.context import Context, pass_context
 from stripe_ingest.cli.demo import demo
 from stripe_ingest.cli.inspect import dead_letters, events, stats
 from stripe_ingest.cli.purge import purge
+from stripe_ingest.cli.reconcile import reconcile
 from stripe_ingest.cli.replay import replay
 
 __all__ = ["Context", "cli", "main", "pass_context"]
@@ -38,7 +39,7 @@ def migrate(ctx: Context) -> None:
     )
 
 
-for command in (events, dead_letters, stats, replay, backfill, purge, demo):
+for command in (events, dead_letters, stats, replay, backfill, reconcile, purge, demo):
     cli.add_command(command)
 
 

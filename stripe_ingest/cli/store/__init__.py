@@ -42,6 +42,12 @@ from stripe_ingest.cli.store.events import (
     table_columns,
     unfinished,
 )
+from stripe_ingest.cli.store.reconcile import (
+    finish_reconcile,
+    mirror_ids,
+    start_reconcile,
+    write_objects,
+)
 
 __all__ = [
     "STATUSES",
@@ -58,10 +64,12 @@ __all__ = [
     "dead_letter",
     "events_by_id",
     "finish_audit",
+    "finish_reconcile",
     "finish_run",
     "get_event",
     "list_dead",
     "list_events",
+    "mirror_ids",
     "mirror_rows",
     "open_run",
     "purge_batch",
@@ -70,10 +78,12 @@ __all__ = [
     "session",
     "staged_count",
     "start_audit",
+    "start_reconcile",
     "stats",
     "statuses",
     "store_chunk",
     "table_columns",
     "translated",
     "unfinished",
+    "write_objects",
 ]

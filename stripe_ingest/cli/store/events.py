@@ -10,6 +10,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from stripe_ingest.cli.store.base import STATUSES, Connection, Filter, Row, _all, _one, translated
+from worker.mirror import versions
 
 _EVENT_COLUMNS: LiteralString = (
     "e.id, e.type, e.status, e.attempts, e.created, e.received_at, e.processed_at,"
@@ -94,6 +95,11 @@ def stats(conn: Connection, minutes: int) -> Row:
         (minutes,),
     )
     dead = _one(conn, "SELECT count(*) AS n FROM dead_letters")
+    by_version = _all(
+        conn,
+        "SELECT api_version, count(*) AS n FROM stripe_events WHERE api_version IS NOT NULL"
+        " GROUP BY api_version ORDER BY api_version",
+    )
     assert pending is not None and dead is not None
     total = sum(r["n"] for r in finished)
     return {
@@ -109,6 +115,11 @@ def stats(conn: Connection, minutes: int) -> Row:
             "per_minute": round(total / minutes, 2),
             "by_minute": [{"minute": r["minute"], "finished": r["n"]} for r in finished],
         },
+        "unknown_api_versions": [
+            {"api_version": r["api_version"], "events": r["n"]}
+            for r in by_version
+            if not versions.is_known(r["api_version"])
+        ],
     }
 
 
