@@ -20,7 +20,7 @@ from ingest.body import BodyTooLarge, ClientDisconnected, announced_length, read
 from ingest.event import EventRow, MalformedEvent, parse_event
 from ingest.metrics import CONTENT_TYPE, IntakeMetrics
 from ingest.probes import Probe
-from ingest.signature import INVALID, MISSING, SignatureRejected, verify
+from ingest.signature import INVALID, MISSING, SignatureRejected, signing_keys, verify
 from ingest.storage import EventRejected
 from shared.db import DatabaseUnavailable
 from shared.settings import Settings
@@ -53,7 +53,7 @@ class WebhookEndpoint:
         store: Callable[[EventRow], Awaitable[bool]],
         metrics: IntakeMetrics,
     ) -> None:
-        self._secrets = settings.webhook_secrets
+        self._keys = signing_keys(settings.webhook_secrets)
         self._tolerance = settings.webhook_tolerance
         self._limit = settings.max_body_bytes
         self._store = store
@@ -103,10 +103,10 @@ class WebhookEndpoint:
         length = announced_length(headers)
         if length is not None and length > self._limit:
             return 413, "payload_too_large", ERRORS["payload_too_large"], None
-        signature: str | None = None
+        signature: bytes | None = None
         for name, value in headers:
             if name == b"stripe-signature":
-                signature = value.decode("latin-1")
+                signature = value
                 break
         if signature is None:
             return 400, MISSING, ERRORS[MISSING], None
@@ -117,7 +117,7 @@ class WebhookEndpoint:
         try:
             # Stripe signs the UTF-8 text; a body that is not UTF-8 cannot carry its signature.
             payload = raw.decode("utf-8")
-            verify(payload, signature, self._secrets, self._tolerance)
+            verify(raw, signature, self._keys, self._tolerance)
         except (UnicodeDecodeError, SignatureRejected):
             return 400, INVALID, ERRORS[INVALID], None
         try:
