@@ -16,6 +16,9 @@ from dotenv import dotenv_values
 
 DEFAULT_DATABASE_URL = "postgresql://127.0.0.1:5432/stripe_ingest"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+# Verification that these would weaken stops every process at start (CONTRACT.md).
+MIN_SECRET_CHARS = 16
+MIN_TOLERANCE_S, MAX_TOLERANCE_S = 1, 3600
 
 
 class SettingsError(ValueError):
@@ -136,8 +139,10 @@ class Settings:
         return settings
 
     def validate(self) -> None:
-        if self.webhook_tolerance <= 0:
-            raise SettingsError("STRIPE_WEBHOOK_TOLERANCE must be a positive number of seconds")
+        if not MIN_TOLERANCE_S <= self.webhook_tolerance <= MAX_TOLERANCE_S:
+            raise SettingsError(
+                f"STRIPE_WEBHOOK_TOLERANCE must be {MIN_TOLERANCE_S} to {MAX_TOLERANCE_S} seconds"
+            )
         if self.max_body_bytes <= 0:
             raise SettingsError("MAX_BODY_BYTES must be positive")
         if self.worker_max_retries < 1:
@@ -149,8 +154,11 @@ class Settings:
         if self.sweeper_lease_seconds <= 0 or self.sweeper_interval_seconds <= 0:
             raise SettingsError("SWEEPER_LEASE_SECONDS and SWEEPER_INTERVAL_SECONDS must be > 0")
         for secret in self.webhook_secrets:
-            if not secret.startswith("whsec_"):
-                raise SettingsError("STRIPE_WEBHOOK_SECRET entries must start with whsec_")
+            if not secret.startswith("whsec_") or len(secret) < len("whsec_") + MIN_SECRET_CHARS:
+                raise SettingsError(
+                    "STRIPE_WEBHOOK_SECRET entries must start with whsec_ and have at least "
+                    f"{MIN_SECRET_CHARS} more characters"
+                )
 
     def require_webhook_secrets(self) -> tuple[str, ...]:
         if not self.webhook_secrets:
@@ -168,14 +176,18 @@ def _int(name: str, value: str) -> int:
     try:
         return int(value)
     except ValueError:
-        raise SettingsError(f"{name} must be a whole number, got {value!r}") from None
+        raise SettingsError(f"{name} must be a whole number, got {_shown(value)}") from None
 
 
 def _float(name: str, value: str) -> float:
     try:
         return float(value)
     except ValueError:
-        raise SettingsError(f"{name} must be a number, got {value!r}") from None
+        raise SettingsError(f"{name} must be a number, got {_shown(value)}") from None
+
+
+def _shown(value: str) -> str:
+    return repr(value) if len(value) <= 40 else f"{value[:20]!r}... ({len(value)} characters)"
 
 
 def _csv(value: str) -> tuple[str, ...]:

@@ -18,11 +18,13 @@ def test_defaults_follow_the_contract() -> None:
     assert settings.webhook_secrets == ()
 
 
+OLD = "whsec_old_0123456789abcdef"
+NEW = "whsec_new_0123456789abcdef"
+
+
 def test_rotation_secrets_are_comma_separated() -> None:
-    settings = Settings.from_env(
-        environ={"STRIPE_WEBHOOK_SECRET": "whsec_old, whsec_new"}, env_file=None
-    )
-    assert settings.webhook_secrets == ("whsec_old", "whsec_new")
+    settings = Settings.from_env(environ={"STRIPE_WEBHOOK_SECRET": f"{OLD}, {NEW}"}, env_file=None)
+    assert settings.webhook_secrets == (OLD, NEW)
 
 
 def test_web_needs_a_secret_and_says_so_in_one_line() -> None:
@@ -57,3 +59,51 @@ def test_the_environment_overrides_dotenv(tmp_path: Path) -> None:
     settings = Settings.from_env(environ={"PORT": "9100"}, env_file=dotenv)
     assert settings.port == 9100
     assert settings.redis_url == "redis://127.0.0.1:6379/3"
+
+
+@pytest.mark.parametrize(
+    "secrets",
+    [
+        "whsec_",  # the public prefix: anyone can sign with it
+        f"whsec_,{NEW}",  # a real secret beside it does not make it safe
+        f"{NEW},whsec_123456789012345",  # 15 characters after the prefix
+        "sk_test_0123456789abcdefghij",
+    ],
+)
+def test_a_secret_that_is_not_whsec_and_16_more_characters_is_refused(secrets: str) -> None:
+    with pytest.raises(SettingsError) as excinfo:
+        Settings.from_env(environ={"STRIPE_WEBHOOK_SECRET": secrets}, env_file=None)
+    message = str(excinfo.value)
+    assert "STRIPE_WEBHOOK_SECRET" in message
+    assert "16" in message
+    assert "0123456789" not in message  # never the secret itself
+    assert "\n" not in message
+
+
+def test_a_secret_of_whsec_and_16_characters_is_accepted() -> None:
+    secret = "whsec_" + "a" * 16
+    settings = Settings.from_env(environ={"STRIPE_WEBHOOK_SECRET": secret}, env_file=None)
+    assert settings.webhook_secrets == (secret,)
+
+
+@pytest.mark.parametrize("tolerance", ["0", "-1", "3601", "99999999999", "9" * 400, "9" * 5000])
+def test_a_tolerance_outside_1_to_3600_seconds_is_refused_in_one_short_line(
+    tolerance: str,
+) -> None:
+    with pytest.raises(SettingsError) as excinfo:
+        Settings.from_env(environ={"STRIPE_WEBHOOK_TOLERANCE": tolerance}, env_file=None)
+    message = str(excinfo.value)
+    assert "STRIPE_WEBHOOK_TOLERANCE" in message
+    assert "\n" not in message
+    assert len(message) < 200
+
+
+@pytest.mark.parametrize("tolerance", ["1", "300", "3600"])
+def test_a_tolerance_from_1_to_3600_seconds_is_accepted(tolerance: str) -> None:
+    settings = Settings.from_env(environ={"STRIPE_WEBHOOK_TOLERANCE": tolerance}, env_file=None)
+    assert settings.webhook_tolerance == int(tolerance)
+
+
+def test_worker_and_cli_settings_need_no_webhook_secret() -> None:
+    settings = Settings.from_env(environ={"STRIPE_API_KEY": "sk_test_x"}, env_file=None)
+    assert settings.webhook_secrets == ()
