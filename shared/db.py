@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -13,6 +14,8 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import set_json_dumps, set_json_loads
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
+
+from shared.logging import redact
 
 
 class DatabaseUnavailable(Exception):
@@ -94,6 +97,25 @@ def with_database(url: str, dbname: str) -> str:
     params = conninfo_to_dict(url)
     params["dbname"] = dbname
     return make_conninfo("", **params)
+
+
+# A value PostgreSQL quotes in a primary message (`invalid input syntax for type integer: "x"`);
+# the names of relations, constraints and indexes it quotes follow a word, not a colon.
+_QUOTED_VALUE = re.compile(r': "(?:[^"]|"")*"')
+_ERROR_CHARS = 300
+
+
+def error_line(error: BaseException) -> str:
+    """One line naming a driver error for logs and answers: its SQLSTATE and primary message,
+    never its DETAIL or CONTEXT (PostgreSQL quotes the failing row and the JSON there)."""
+    text = str(error)
+    if isinstance(error, psycopg.Error):
+        primary = error.diag.message_primary
+        text = primary if primary else text.split("\n", 1)[0]
+        if error.sqlstate:
+            text = f"SQLSTATE {error.sqlstate}: {text}"
+    text = _QUOTED_VALUE.sub(': "***"', " ".join(text.split()))
+    return redact(text)[:_ERROR_CHARS] or type(error).__name__
 
 
 def _one_line(error: BaseException) -> str:

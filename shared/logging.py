@@ -17,15 +17,21 @@ from shared.settings import Settings
 _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
 _SECRET = re.compile(r"\b(whsec|sk|rk|pk)_(live|test)?_?[A-Za-z0-9]{6,}")
 _SECRET_KEYS = {"secret", "secrets", "password", "api_key", "authorization", "payload", "body"}
+# PostgreSQL's DETAIL and CONTEXT quote the failing row and the JSON around an error: payload
+# values, to the end of their line (in a one-line message, to its end).
+_DB_DETAIL = re.compile(r"\b(DETAIL|CONTEXT):[^\n]*|Failing row contains[^\n]*")
 
 
 def redact(value: str) -> str:
-    """Mask e-mail addresses and Stripe keys or signing secrets inside free text."""
-    # Substring checks first: every line passes here, and most values hold neither.
+    """Mask e-mail addresses, Stripe keys or signing secrets, and database error details
+    inside free text."""
+    # Substring checks first: every line passes here, and most values hold none of them.
     if "@" in value:
         value = _EMAIL.sub("***@***", value)
     if "k_" in value or "whsec_" in value:
         value = _SECRET.sub(r"\1_***", value)
+    if "DETAIL:" in value or "CONTEXT:" in value or "Failing row" in value:
+        value = _DB_DETAIL.sub("(details withheld)", value)
     return value
 
 
