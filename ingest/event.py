@@ -13,6 +13,11 @@ class MalformedEvent(ValueError):
     """Signed, but not a Stripe event."""
 
 
+# Stripe's ids are far shorter; a longer id or ordering key is refused before the database
+# (whose btree indexes cannot hold one of ~2.7 KB).
+MAX_KEY_CHARS = 255
+
+
 @dataclass(frozen=True, slots=True)
 class EventRow:
     id: str
@@ -53,6 +58,9 @@ def event_row(event: Any, payload: str) -> EventRow:
         created_at = datetime.fromtimestamp(created, tz=UTC)
     except (OverflowError, OSError, ValueError) as e:
         raise MalformedEvent("event has an impossible created timestamp") from e
+    key = ordering_key(event)
+    if len(event_id) > MAX_KEY_CHARS or len(key) > MAX_KEY_CHARS:
+        raise MalformedEvent(f"event id or ordering key over {MAX_KEY_CHARS} characters")
     api_version = event.get("api_version")
     account = event.get("account")
     return EventRow(
@@ -62,7 +70,7 @@ def event_row(event: Any, payload: str) -> EventRow:
         livemode=bool(event.get("livemode", False)),
         api_version=api_version if isinstance(api_version, str) else None,
         account=account if isinstance(account, str) else None,
-        ordering_key=ordering_key(event),
+        ordering_key=key,
         payload=payload,
     )
 
