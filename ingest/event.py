@@ -67,7 +67,7 @@ def event_row(event: Any, payload: str) -> EventRow:
         id=event_id,
         type=event_type,
         created=created_at,
-        livemode=bool(event.get("livemode", False)),
+        livemode=event.get("livemode") is True,
         api_version=api_version if isinstance(api_version, str) else None,
         account=account if isinstance(account, str) else None,
         ordering_key=key,

@@ -12,6 +12,7 @@ OUTCOMES = (
     "missing_signature",
     "invalid_signature",
     "malformed_event",
+    "livemode_mismatch",
     "payload_too_large",
     "unavailable",
     "disconnected",

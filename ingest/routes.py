@@ -40,6 +40,7 @@ ERRORS = {
         MISSING,
         INVALID,
         "malformed_event",
+        "livemode_mismatch",
         "payload_too_large",
         "unavailable",
     )
@@ -55,6 +56,7 @@ class WebhookEndpoint:
     ) -> None:
         self._keys = signing_keys(settings.webhook_secrets)
         self._tolerance = settings.webhook_tolerance
+        self._livemode = settings.expected_livemode
         self._limit = settings.max_body_bytes
         self._store = store
         self._metrics = metrics
@@ -125,6 +127,8 @@ class WebhookEndpoint:
         except MalformedEvent:
             return 400, "malformed_event", ERRORS["malformed_event"], None
         structlog.contextvars.bind_contextvars(event_id=row.id)
+        if self._livemode is not None and row.livemode is not self._livemode:
+            return 400, "livemode_mismatch", ERRORS["livemode_mismatch"], row
         try:
             new = await self._store(row)
         except EventRejected:

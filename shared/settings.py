@@ -34,6 +34,8 @@ class Settings:
     webhook_secrets: tuple[str, ...] = ()
     webhook_tolerance: int = 300
     stripe_api_key: str | None = None
+    # STRIPE_LIVEMODE: None (unset) takes the mode of stripe_api_key; see expected_livemode.
+    stripe_livemode: bool | None = None
     stripe_api_base: str | None = None
     max_body_bytes: int = 1_048_576
     port: int = 8000
@@ -128,6 +130,9 @@ class Settings:
             value = get(name)
             if value is not None:
                 kwargs[attr] = _float(name, value)
+        livemode = get("STRIPE_LIVEMODE")
+        if livemode is not None:
+            kwargs["stripe_livemode"] = _bool("STRIPE_LIVEMODE", livemode)
         secrets = get("STRIPE_WEBHOOK_SECRET")
         if secrets is not None:
             kwargs["webhook_secrets"] = _csv(secrets)
@@ -160,6 +165,25 @@ class Settings:
                     f"{MIN_SECRET_CHARS} more characters"
                 )
 
+    @property
+    def expected_livemode(self) -> bool | None:
+        """The mode events must have: STRIPE_LIVEMODE, else STRIPE_API_KEY's, else None (any)."""
+        if self.stripe_livemode is not None:
+            return self.stripe_livemode
+        if self.stripe_api_key is not None:
+            return _is_live_key(self.stripe_api_key)
+        return None
+
+    def check_api_key_mode(self) -> None:
+        """Refuse an API key of the other mode than STRIPE_LIVEMODE (the worker calls it)."""
+        key, livemode = self.stripe_api_key, self.stripe_livemode
+        if key is not None and livemode is not None and _is_live_key(key) != livemode:
+            kind = "live" if _is_live_key(key) else "test"
+            raise SettingsError(
+                f"STRIPE_API_KEY is a {kind}-mode key but STRIPE_LIVEMODE is "
+                f"{str(livemode).lower()}: give a key of the deployment's mode"
+            )
+
     def require_webhook_secrets(self) -> tuple[str, ...]:
         if not self.webhook_secrets:
             raise SettingsError(
@@ -184,6 +208,17 @@ def _float(name: str, value: str) -> float:
         return float(value)
     except ValueError:
         raise SettingsError(f"{name} must be a number, got {_shown(value)}") from None
+
+
+def _bool(name: str, value: str) -> bool:
+    lowered = value.lower()
+    if lowered not in ("true", "false"):
+        raise SettingsError(f"{name} must be true or false, got {_shown(value)}")
+    return lowered == "true"
+
+
+def _is_live_key(key: str) -> bool:
+    return key.startswith(("sk_live_", "rk_live_"))
 
 
 def _shown(value: str) -> str:

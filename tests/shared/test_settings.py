@@ -1,10 +1,14 @@
 from __future__ import annotations
 
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from shared.settings import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL, Settings, SettingsError
+from tests.procs import child_env, run_worker
 
 
 def test_defaults_follow_the_contract() -> None:
@@ -107,3 +111,64 @@ def test_a_tolerance_from_1_to_3600_seconds_is_accepted(tolerance: str) -> None:
 def test_worker_and_cli_settings_need_no_webhook_secret() -> None:
     settings = Settings.from_env(environ={"STRIPE_API_KEY": "sk_test_x"}, env_file=None)
     assert settings.webhook_secrets == ()
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        ({}, None),
+        ({"STRIPE_LIVEMODE": "true"}, True),
+        ({"STRIPE_LIVEMODE": "False"}, False),
+        ({"STRIPE_API_KEY": "sk_live_abc"}, True),
+        ({"STRIPE_API_KEY": "rk_live_abc"}, True),
+        ({"STRIPE_API_KEY": "sk_test_abc"}, False),
+        ({"STRIPE_API_KEY": "rk_test_abc"}, False),
+        ({"STRIPE_API_KEY": "sk_live_abc", "STRIPE_LIVEMODE": "false"}, False),
+    ],
+)
+def test_the_deployment_mode_is_stripe_livemode_else_the_api_keys(
+    environ: dict[str, str], expected: bool | None
+) -> None:
+    assert Settings.from_env(environ=environ, env_file=None).expected_livemode is expected
+
+
+def test_stripe_livemode_is_true_or_false() -> None:
+    with pytest.raises(SettingsError) as excinfo:
+        Settings.from_env(environ={"STRIPE_LIVEMODE": "yes"}, env_file=None)
+    assert "STRIPE_LIVEMODE" in str(excinfo.value)
+
+
+@pytest.mark.parametrize(
+    ("livemode", "key"),
+    [
+        ("true", "sk_test_0123456789abcdef"),
+        ("false", "sk_live_0123456789abcdef"),
+        ("false", "rk_live_0123456789abcdef"),
+    ],
+)
+def test_a_worker_with_an_api_key_of_the_other_mode_refuses_to_start(
+    env: dict[str, str], livemode: str, key: str
+) -> None:
+    """`python -m worker`, the real process: exit 2 with one line, never the key."""
+    with tempfile.TemporaryDirectory() as workdir:
+        result = subprocess.run(
+            [sys.executable, "-m", "worker"],
+            env=child_env({**env, "STRIPE_LIVEMODE": livemode, "STRIPE_API_KEY": key}),
+            cwd=workdir,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "STRIPE_API_KEY" in lines[0]
+    assert "STRIPE_LIVEMODE" in lines[0]
+    assert "0123456789abcdef" not in result.stderr
+
+
+def test_a_worker_with_an_api_key_of_its_mode_starts(env: dict[str, str]) -> None:
+    live = {**env, "STRIPE_LIVEMODE": "true", "STRIPE_API_KEY": "rk_live_0123456789abcdef"}
+    with run_worker(live) as worker:
+        assert worker.alive()
