@@ -14,6 +14,7 @@ OUTCOMES = (
     "malformed_event",
     "livemode_mismatch",
     "payload_too_large",
+    "request_timeout",
     "unavailable",
     "disconnected",
 )

@@ -16,7 +16,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
-from ingest.body import BodyTooLarge, ClientDisconnected, announced_length, read_body
+from ingest.body import (
+    BodyTimeout,
+    BodyTooLarge,
+    ClientDisconnected,
+    announced_length,
+    read_body,
+)
 from ingest.event import EventRow, MalformedEvent, parse_event
 from ingest.metrics import CONTENT_TYPE, IntakeMetrics
 from ingest.probes import Probe
@@ -42,6 +48,7 @@ ERRORS = {
         "malformed_event",
         "livemode_mismatch",
         "payload_too_large",
+        "request_timeout",
         "unavailable",
     )
 }
@@ -58,6 +65,7 @@ class WebhookEndpoint:
         self._tolerance = settings.webhook_tolerance
         self._livemode = settings.expected_livemode
         self._limit = settings.max_body_bytes
+        self._read_timeout = settings.webhook_read_timeout_seconds
         self._store = store
         self._metrics = metrics
 
@@ -78,7 +86,7 @@ class WebhookEndpoint:
         try:
             if status:
                 headers = [_JSON, (b"content-length", str(len(body)).encode())]
-                if status == 413:
+                if status in (408, 413):
                     # The client may still be sending: do not read the rest, close the connection.
                     headers.append((b"connection", b"close"))
                 await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -113,9 +121,11 @@ class WebhookEndpoint:
         if signature is None:
             return 400, MISSING, ERRORS[MISSING], None
         try:
-            raw = await read_body(receive, self._limit)
+            raw = await read_body(receive, self._limit, self._read_timeout)
         except BodyTooLarge:
             return 413, "payload_too_large", ERRORS["payload_too_large"], None
+        except BodyTimeout:
+            return 408, "request_timeout", ERRORS["request_timeout"], None
         try:
             # Stripe signs the UTF-8 text; a body that is not UTF-8 cannot carry its signature.
             payload = raw.decode("utf-8")

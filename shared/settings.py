@@ -39,6 +39,12 @@ class Settings:
     stripe_api_base: str | None = None
     max_body_bytes: int = 1_048_576
     port: int = 8000
+    # The web process's limits (ingest/__main__.py): a request head or body not received within
+    # this many seconds gets 408; idle keep-alive connections close after web_keep_alive_seconds;
+    # over web_max_concurrency connections or running requests, a request gets 503.
+    webhook_read_timeout_seconds: float = 30.0
+    web_keep_alive_seconds: int = 5
+    web_max_concurrency: int = 1000
     # Failed attempts before an event is dead-lettered: with the default backoff, about
     # 9 to 19 minutes of retries, long enough to ride out a short outage of what handlers call.
     worker_max_retries: int = 12
@@ -118,6 +124,8 @@ class Settings:
             ("SWEEPER_METRICS_PORT", "sweeper_metrics_port"),
             ("INTAKE_BATCH_MAX", "intake_batch_max"),
             ("REPLAY_CONFIRM_THRESHOLD", "replay_confirm_threshold"),
+            ("WEB_KEEP_ALIVE_SECONDS", "web_keep_alive_seconds"),
+            ("WEB_MAX_CONCURRENCY", "web_max_concurrency"),
         ):
             value = get(name)
             if value is not None:
@@ -126,6 +134,7 @@ class Settings:
             ("SWEEPER_LEASE_SECONDS", "sweeper_lease_seconds"),
             ("SWEEPER_INTERVAL_SECONDS", "sweeper_interval_seconds"),
             ("INTAKE_BATCH_WINDOW_MS", "intake_batch_window_ms"),
+            ("WEBHOOK_READ_TIMEOUT_SECONDS", "webhook_read_timeout_seconds"),
         ):
             value = get(name)
             if value is not None:
@@ -150,6 +159,10 @@ class Settings:
             )
         if self.max_body_bytes <= 0:
             raise SettingsError("MAX_BODY_BYTES must be positive")
+        if not 0 < self.webhook_read_timeout_seconds <= 3600:
+            raise SettingsError("WEBHOOK_READ_TIMEOUT_SECONDS must be more than 0 and at most 3600")
+        if self.web_keep_alive_seconds < 1 or self.web_max_concurrency < 1:
+            raise SettingsError("WEB_KEEP_ALIVE_SECONDS and WEB_MAX_CONCURRENCY must be at least 1")
         if self.worker_max_retries < 1:
             raise SettingsError("WORKER_MAX_RETRIES must be at least 1")
         if not 0 < self.worker_min_backoff_ms <= self.worker_max_backoff_ms:

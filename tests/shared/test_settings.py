@@ -49,6 +49,11 @@ def test_web_needs_a_secret_and_says_so_in_one_line() -> None:
         ("WORKER_MIN_BACKOFF_MS", "5000"),
         ("STRIPE_WEBHOOK_SECRET", "not-a-secret"),
         ("SWEEPER_LEASE_SECONDS", "x"),
+        ("WEBHOOK_READ_TIMEOUT_SECONDS", "0"),
+        ("WEBHOOK_READ_TIMEOUT_SECONDS", "nan"),
+        ("WEB_KEEP_ALIVE_SECONDS", "0"),
+        ("WEB_MAX_CONCURRENCY", "0"),
+        ("STRIPE_LIVEMODE", "yes"),
     ],
 )
 def test_malformed_values_are_refused_by_name(name: str, value: str) -> None:
