@@ -44,6 +44,7 @@ def _answer(status: str, code: str) -> bytes:
 
 HEAD_TOO_LARGE = _answer("431 Request Header Fields Too Large", "headers_too_large")
 HEAD_TIMEOUT = _answer("408 Request Timeout", "request_timeout")
+BAD_REQUEST = _answer("400 Bad Request", "bad_request")
 UNAVAILABLE_BODY = orjson.dumps({"error": "unavailable"})
 
 
@@ -155,10 +156,9 @@ class JoinedWritesProtocol(HttpToolsProtocol):
         super().on_headers_complete()
 
     def send_400_response(self, msg: str) -> None:
-        if self._refused:  # the parser stopped on _HeadTooLarge
-            self._refuse(HEAD_TOO_LARGE)
-        else:
-            super().send_400_response(msg)
+        # The parser stopped: on _HeadTooLarge, or on what is not HTTP (uvicorn's answer would
+        # be plain text; every refusal here is JSON).
+        self._refuse(HEAD_TOO_LARGE if self._refused else BAD_REQUEST)
 
     def _refuse(self, answer: bytes) -> None:
         self._refused = True

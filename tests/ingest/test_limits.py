@@ -181,3 +181,15 @@ def test_over_the_concurrency_limit_a_request_gets_503_unavailable(
     assert refused.status_code == 503
     assert refused.json() == {"error": "unavailable"}
     assert set(stored.rows()) == {"evt_held_0", "evt_held_1", "evt_accepted"}
+
+
+def test_what_is_not_http_gets_400_bad_request_in_json(env: dict[str, str], stored: Stored) -> None:
+    with web_process(env) as (base_url, _web):
+        sock = connect(base_url)
+        sock.sendall(signed_request("evt_control", "X-Junk: a\x01b\r\n"))
+        answer = until_closed(sock)
+        sock.close()
+
+    assert answer.startswith(b"HTTP/1.1 400 ")
+    assert answer.endswith(b'{"error":"bad_request"}')
+    assert stored.rows() == {}
