@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 import redis
+from hypothesis import settings as hypothesis_settings
 from psycopg import sql
 
 from shared.db import with_database
@@ -18,6 +19,11 @@ from shared.settings import Settings
 
 ADMIN_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://127.0.0.1:5432/postgres")
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
+# Property tests: a few hundred cases by default; CI may run `pytest --hypothesis-profile=ci`.
+hypothesis_settings.register_profile("dev", max_examples=300, deadline=None, database=None)
+hypothesis_settings.register_profile("ci", max_examples=5000, deadline=None, database=None)
+hypothesis_settings.load_profile("dev")
+
 SECRET = "whsec_test_primary_0123456789"
 OTHER_SECRET = "whsec_test_rotated_9876543210"
 
