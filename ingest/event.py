@@ -51,8 +51,8 @@ def event_row(event: Any, payload: str) -> EventRow:
         raise MalformedEvent("event has no created timestamp")
     if not isinstance(data, dict) or not isinstance(data.get("object"), dict):
         raise MalformedEvent("event has no data.object")
-    if "\\u0000" in payload:
-        # jsonb cannot hold NUL; refusing here beats a 503 that Stripe retries for days.
+    if "\\u0000" in payload and _has_nul(event):  # the text alone may be an escaped backslash
+        # jsonb cannot hold NUL: refused here, before the database.
         raise MalformedEvent("event contains a NUL character")
     try:
         created_at = datetime.fromtimestamp(created, tz=UTC)
@@ -73,6 +73,23 @@ def event_row(event: Any, payload: str) -> EventRow:
         ordering_key=key,
         payload=payload,
     )
+
+
+def _has_nul(event: Any) -> bool:
+    """Whether a string (or key) anywhere in the event holds NUL; without recursion, since
+    orjson reads nestings deeper than Python's recursion limit."""
+    stack = [event]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str):
+            if "\x00" in value:
+                return True
+        elif isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+    return False
 
 
 def _id_of(value: Any) -> str | None:

@@ -188,3 +188,16 @@ def test_the_log_of_a_refused_row_names_its_sqlstate_and_no_payload_value(
     assert EMAIL not in logs
     assert "Failing row" not in logs
     assert TAINTED not in logs
+
+
+async def test_the_text_backslash_u0000_is_not_a_nul_and_is_stored(
+    client: httpx.AsyncClient, stored: Stored
+) -> None:
+    evt = event("backslash")
+    evt["data"]["object"]["description"] = "C:\\u0000 is a path, not a NUL"
+    body = orjson.dumps(evt)
+    assert b"\\\\u0000" in body  # an escaped backslash, then the letters u0000
+    response = await deliver(client, body)
+
+    assert response.status_code == 200
+    assert stored.rows()[evt["id"]]["payload"] == evt
