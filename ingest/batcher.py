@@ -7,9 +7,9 @@ its own row's commit:
 
 - a row that is new in the batch answers `duplicate: false` for the first request carrying its
   id and `duplicate: true` for the others (the INSERT gets each id once);
-- when PostgreSQL rejects the batch for a row's content (SQLSTATE class 22), the rows are
-  written again one per transaction on the same connection, so only the bad row is refused
-  (`EventRejected`) and the others are stored;
+- when PostgreSQL rejects the batch for a row's size or content (SQLSTATE classes 54, 22, 23),
+  the rows are written again one per statement on the same connection, so only the bad row is
+  refused (`EventRejected`) and the others are stored;
 - any other database failure fails exactly the requests of that batch with
   `DatabaseUnavailable` (nothing of it is committed), and later batches try again.
 """
@@ -29,6 +29,7 @@ from ingest.event import EventRow
 from ingest.metrics import IntakeMetrics
 from ingest.storage import EventRejected, insert_events
 from shared.db import AsyncConnection, DatabaseUnavailable
+from shared.errors import error_line
 from shared.logging import log_ids
 
 log = structlog.get_logger("ingest.batcher")
@@ -173,11 +174,12 @@ class Batcher:
                     return await insert_events(conn, rows), {}
                 except EventRejected as e:
                     if len(rows) == 1:
+                        log.warning("intake.row_rejected", event_id=rows[0].id, error=str(e))
                         return set(), {rows[0].id: e}
                     log.warning("intake.batch_rejected", rows=len(rows), error=str(e))
                 return await _one_by_one(conn, rows)
         except psycopg.Error as e:  # the pool could not give a connection (PoolTimeout)
-            error: Exception = DatabaseUnavailable(" ".join(str(e).split()))
+            error: Exception = DatabaseUnavailable(error_line(e, with_type=False))
         except DatabaseUnavailable as e:
             error = e
         self._metrics.database_errors.inc()

@@ -1,15 +1,27 @@
-"""Read a request body from ASGI `receive`, refusing it as soon as it passes the limit.
+"""Read a request body from ASGI `receive`, refusing it as soon as it passes the limit or its
+deadline.
 
-Nothing beyond `limit` bytes is ever kept: a 100 MB body costs at most one chunk past it.
+Nothing beyond `limit` bytes is ever kept: a 100 MB body costs at most one chunk past it. The
+whole body must arrive within `timeout_s` of the endpoint starting to read it, so a client that
+stalls (or drips) holds its connection for that long at most.
 """
 
 from __future__ import annotations
 
+import asyncio
+
 from starlette.types import Receive
+
+# The largest request head (request line and headers) the web process reads (CONTRACT.md).
+MAX_HEAD_BYTES = 64 * 1024
 
 
 class BodyTooLarge(Exception):
     """The body (announced or received so far) is larger than the limit."""
+
+
+class BodyTimeout(Exception):
+    """The body did not arrive within the read timeout."""
 
 
 class ClientDisconnected(Exception):
@@ -26,8 +38,17 @@ def announced_length(headers: list[tuple[bytes, bytes]]) -> int | None:
     return None
 
 
-async def read_body(receive: Receive, limit: int) -> bytes:
-    """The whole body, or `BodyTooLarge` as soon as the running total passes `limit`."""
+async def read_body(receive: Receive, limit: int, timeout_s: float) -> bytes:
+    """The whole body; `BodyTooLarge` as soon as the running total passes `limit`, `BodyTimeout`
+    when it is not all there within `timeout_s`."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await _read(receive, limit)
+    except TimeoutError:
+        raise BodyTimeout from None
+
+
+async def _read(receive: Receive, limit: int) -> bytes:
     message = await receive()
     if message["type"] == "http.disconnect":
         raise ClientDisconnected

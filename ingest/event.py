@@ -13,6 +13,11 @@ class MalformedEvent(ValueError):
     """Signed, but not a Stripe event."""
 
 
+# Stripe's ids are far shorter; a longer id or ordering key is refused before the database
+# (whose btree indexes cannot hold one of ~2.7 KB).
+MAX_KEY_CHARS = 255
+
+
 @dataclass(frozen=True, slots=True)
 class EventRow:
     id: str
@@ -46,25 +51,45 @@ def event_row(event: Any, payload: str) -> EventRow:
         raise MalformedEvent("event has no created timestamp")
     if not isinstance(data, dict) or not isinstance(data.get("object"), dict):
         raise MalformedEvent("event has no data.object")
-    if "\\u0000" in payload:
-        # jsonb cannot hold NUL; refusing here beats a 503 that Stripe retries for days.
+    if "\\u0000" in payload and _has_nul(event):  # the text alone may be an escaped backslash
+        # jsonb cannot hold NUL: refused here, before the database.
         raise MalformedEvent("event contains a NUL character")
     try:
         created_at = datetime.fromtimestamp(created, tz=UTC)
     except (OverflowError, OSError, ValueError) as e:
         raise MalformedEvent("event has an impossible created timestamp") from e
+    key = ordering_key(event)
+    if len(event_id) > MAX_KEY_CHARS or len(key) > MAX_KEY_CHARS:
+        raise MalformedEvent(f"event id or ordering key over {MAX_KEY_CHARS} characters")
     api_version = event.get("api_version")
     account = event.get("account")
     return EventRow(
         id=event_id,
         type=event_type,
         created=created_at,
-        livemode=bool(event.get("livemode", False)),
+        livemode=event.get("livemode") is True,
         api_version=api_version if isinstance(api_version, str) else None,
         account=account if isinstance(account, str) else None,
-        ordering_key=ordering_key(event),
+        ordering_key=key,
         payload=payload,
     )
+
+
+def _has_nul(event: Any) -> bool:
+    """Whether a string (or key) anywhere in the event holds NUL; without recursion, since
+    orjson reads nestings deeper than Python's recursion limit."""
+    stack = [event]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str):
+            if "\x00" in value:
+                return True
+        elif isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+    return False
 
 
 def _id_of(value: Any) -> str | None:

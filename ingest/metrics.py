@@ -12,7 +12,9 @@ OUTCOMES = (
     "missing_signature",
     "invalid_signature",
     "malformed_event",
+    "livemode_mismatch",
     "payload_too_large",
+    "request_timeout",
     "unavailable",
     "disconnected",
 )

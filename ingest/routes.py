@@ -16,11 +16,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
-from ingest.body import BodyTooLarge, ClientDisconnected, announced_length, read_body
+from ingest.body import (
+    BodyTimeout,
+    BodyTooLarge,
+    ClientDisconnected,
+    announced_length,
+    read_body,
+)
 from ingest.event import EventRow, MalformedEvent, parse_event
 from ingest.metrics import CONTENT_TYPE, IntakeMetrics
 from ingest.probes import Probe
-from ingest.signature import INVALID, MISSING, SignatureRejected, verify
+from ingest.signature import INVALID, MISSING, SignatureRejected, signing_keys, verify
 from ingest.storage import EventRejected
 from shared.db import DatabaseUnavailable
 from shared.settings import Settings
@@ -40,7 +46,9 @@ ERRORS = {
         MISSING,
         INVALID,
         "malformed_event",
+        "livemode_mismatch",
         "payload_too_large",
+        "request_timeout",
         "unavailable",
     )
 }
@@ -53,9 +61,11 @@ class WebhookEndpoint:
         store: Callable[[EventRow], Awaitable[bool]],
         metrics: IntakeMetrics,
     ) -> None:
-        self._secrets = settings.webhook_secrets
+        self._keys = signing_keys(settings.webhook_secrets)
         self._tolerance = settings.webhook_tolerance
+        self._livemode = settings.expected_livemode
         self._limit = settings.max_body_bytes
+        self._read_timeout = settings.webhook_read_timeout_seconds
         self._store = store
         self._metrics = metrics
 
@@ -76,7 +86,7 @@ class WebhookEndpoint:
         try:
             if status:
                 headers = [_JSON, (b"content-length", str(len(body)).encode())]
-                if status == 413:
+                if status in (408, 413):
                     # The client may still be sending: do not read the rest, close the connection.
                     headers.append((b"connection", b"close"))
                 await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -103,21 +113,23 @@ class WebhookEndpoint:
         length = announced_length(headers)
         if length is not None and length > self._limit:
             return 413, "payload_too_large", ERRORS["payload_too_large"], None
-        signature: str | None = None
+        signature: bytes | None = None
         for name, value in headers:
             if name == b"stripe-signature":
-                signature = value.decode("latin-1")
+                signature = value
                 break
         if signature is None:
             return 400, MISSING, ERRORS[MISSING], None
         try:
-            raw = await read_body(receive, self._limit)
+            raw = await read_body(receive, self._limit, self._read_timeout)
         except BodyTooLarge:
             return 413, "payload_too_large", ERRORS["payload_too_large"], None
+        except BodyTimeout:
+            return 408, "request_timeout", ERRORS["request_timeout"], None
         try:
             # Stripe signs the UTF-8 text; a body that is not UTF-8 cannot carry its signature.
             payload = raw.decode("utf-8")
-            verify(payload, signature, self._secrets, self._tolerance)
+            verify(raw, signature, self._keys, self._tolerance)
         except (UnicodeDecodeError, SignatureRejected):
             return 400, INVALID, ERRORS[INVALID], None
         try:
@@ -125,6 +137,8 @@ class WebhookEndpoint:
         except MalformedEvent:
             return 400, "malformed_event", ERRORS["malformed_event"], None
         structlog.contextvars.bind_contextvars(event_id=row.id)
+        if self._livemode is not None and row.livemode is not self._livemode:
+            return 400, "livemode_mismatch", ERRORS["livemode_mismatch"], row
         try:
             new = await self._store(row)
         except EventRejected:

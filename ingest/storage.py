@@ -8,12 +8,19 @@ import psycopg
 
 from ingest.event import EventRow
 from shared.db import AsyncConnection, Connection, DatabaseUnavailable
+from shared.errors import error_line
 
 
 class EventRejected(DatabaseUnavailable):
-    """PostgreSQL refused a row for its content (SQLSTATE class 22, e.g. a number jsonb cannot
-    hold). Retrying will not help; a subclass so that callers catching DatabaseUnavailable still do.
+    """PostgreSQL refused a row for its content: its size (SQLSTATE class 54, e.g. an index entry
+    over btree's limit), its data (22, e.g. a number jsonb cannot hold) or an integrity rule (23;
+    the id conflict is not one, ON CONFLICT takes it). Retrying will not help; a subclass so that
+    callers catching DatabaseUnavailable still do.
     """
+
+
+# Any other failure (08 connection, 53 resources, 57P shutdown, 40 rollback...) is an outage.
+_CONTENT_CLASSES = frozenset({"22", "23", "54"})
 
 
 # Binary parameters (`%b`): a text-format array escapes every quote of every payload with a
@@ -74,7 +81,8 @@ def insert_events_sync(conn: Connection, rows: Sequence[EventRow]) -> set[str]:
 
 
 def _translate(error: psycopg.Error) -> DatabaseUnavailable:
-    message = " ".join(str(error).split()) or type(error).__name__
-    if isinstance(error, psycopg.errors.DataError):
+    message = error_line(error, with_type=False)
+    content = (error.sqlstate or "")[:2] in _CONTENT_CLASSES
+    if content or isinstance(error, psycopg.DataError):  # client-side: a value it cannot send
         return EventRejected(message)
     return DatabaseUnavailable(message)

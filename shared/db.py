@@ -16,7 +16,14 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from shared.errors import DatabaseUnavailable, error_line
 
-__all__ = ["DatabaseUnavailable", "connect", "connection", "make_async_pool", "make_pool"]
+__all__ = [
+    "DatabaseUnavailable",
+    "connect",
+    "connection",
+    "error_line",
+    "make_async_pool",
+    "make_pool",
+]
 
 Connection = psycopg.Connection[DictRow]
 AsyncConnection = psycopg.AsyncConnection[DictRow]

@@ -28,6 +28,9 @@ ERROR_CHARS = 500
 _CONTENT_CLASSES = ("22", "23", "54")
 # Connection exceptions, operator intervention (shutdown, cannot connect now), system errors.
 _OUTAGE_CLASSES = ("08", "57", "58", "53")
+# A value PostgreSQL quotes in a primary message (`invalid input syntax for type integer: "x"`);
+# the names of relations, constraints and indexes it quotes follow a word, not a colon.
+_QUOTED_VALUE = re.compile(r': "(?:[^"]|"")*"')
 _DETAIL = re.compile(r"\s*\b(DETAIL|HINT|CONTEXT|QUERY|LINE \d+):.*", re.DOTALL)
 
 
@@ -64,11 +67,16 @@ class HandlerError(StripeIngestError):
 
 
 def error_line(error: BaseException, *, with_type: bool = True) -> str:
-    """One redacted line naming the error, at most ERROR_CHARS long, without PostgreSQL's
-    DETAIL/HINT/CONTEXT lines (they quote the failing row's values)."""
+    """One redacted line naming the error, at most ERROR_CHARS long. A driver error gives its
+    SQLSTATE and primary message with quoted values masked, never PostgreSQL's DETAIL, HINT or
+    CONTEXT (they quote the failing row's values)."""
     text = str(error)
     if isinstance(error, psycopg.Error):
-        text = _DETAIL.sub("", text)
+        primary = error.diag.message_primary
+        text = primary if primary else _DETAIL.sub("", text)
+        if error.sqlstate:
+            text = f"SQLSTATE {error.sqlstate}: {text}"
+        text = _QUOTED_VALUE.sub(': "***"', text)
     text = " ".join(text.split())
     if with_type:
         text = f"{type(error).__name__}: {text}" if text else type(error).__name__

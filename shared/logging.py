@@ -12,6 +12,8 @@ import orjson
 import structlog
 
 from shared.redaction import SECRET_KEYS, redact
+
+__all__ = ["configure_logging", "log_ids", "redact"]
 from shared.settings import Settings
 
 

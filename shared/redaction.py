@@ -9,16 +9,21 @@ _SECRET = re.compile(r"\b(whsec|sk|rk|pk)_(live|test)?_?[A-Za-z0-9]{6,}")
 _DIGITS = re.compile(r"\b\d{13,19}\b")
 # PostgreSQL's DETAIL, HINT, CONTEXT and QUERY lines quote the row, the statement or the values.
 _DB_DETAIL = re.compile(r"^\s*(DETAIL|HINT|CONTEXT|QUERY|LINE \d+):.*$\n?", re.MULTILINE)
+# In one-line text (a log field), DETAIL or CONTEXT runs to the end of the line.
+_DB_DETAIL_INLINE = re.compile(r"\b(DETAIL|CONTEXT|HINT):[^\n]*|Failing row contains[^\n]*")
 SECRET_KEYS = {"secret", "secrets", "password", "api_key", "authorization", "payload", "body"}
 
 
 def redact(value: str) -> str:
-    """Mask e-mail addresses, Stripe keys or signing secrets and card numbers in free text."""
+    """Mask e-mail addresses, Stripe keys or signing secrets, card numbers and PostgreSQL's
+    error details (they quote the failing row) in free text."""
     # Substring checks first: every line passes here, and most values hold neither.
     if "@" in value:
         value = _EMAIL.sub("***@***", value)
     if "k_" in value or "whsec_" in value:
         value = _SECRET.sub(r"\1_***", value)
+    if "DETAIL:" in value or "CONTEXT:" in value or "HINT:" in value or "Failing row" in value:
+        value = _DB_DETAIL_INLINE.sub("(details withheld)", value)
     return _DIGITS.sub(_mask_card, value)
 
 

@@ -21,6 +21,9 @@ __all__ = ["Settings", "SettingsError"]
 
 DEFAULT_DATABASE_URL = "postgresql://127.0.0.1:5432/stripe_ingest"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+# Verification that these would weaken stops every process at start (CONTRACT.md).
+MIN_SECRET_CHARS = 16
+MIN_TOLERANCE_S, MAX_TOLERANCE_S = 1, 3600
 
 T = TypeVar("T")
 Parser = Callable[[str, str], Any]
@@ -34,14 +37,26 @@ def whole_number(name: str, value: str) -> int:
     try:
         return int(value)
     except ValueError:
-        raise SettingsError(f"{name} must be a whole number, got {value!r}") from None
+        raise SettingsError(f"{name} must be a whole number, got {_shown(value)}") from None
 
 
 def number(name: str, value: str) -> float:
     try:
         return float(value)
     except ValueError:
-        raise SettingsError(f"{name} must be a number, got {value!r}") from None
+        raise SettingsError(f"{name} must be a number, got {_shown(value)}") from None
+
+
+def boolean(name: str, value: str) -> bool:
+    lowered = value.lower()
+    if lowered not in ("true", "false"):
+        raise SettingsError(f"{name} must be true or false, got {_shown(value)}")
+    return lowered == "true"
+
+
+def _shown(value: str) -> str:
+    """A value as an error message quotes it: a long one (a 400-digit number) cut short."""
+    return repr(value) if len(value) <= 40 else f"{value[:20]!r}... ({len(value)} characters)"
 
 
 def comma_separated(name: str, value: str) -> tuple[str, ...]:
@@ -87,14 +102,15 @@ class Settings:
         (),
         "STRIPE_WEBHOOK_SECRET",
         comma_separated,
-        "The endpoint's signing secret(s), each starting with `whsec_`, comma-separated during"
-        " rotation; `web` refuses to start without one.",
+        "The endpoint's signing secret(s), each `whsec_` and at least 16 more characters,"
+        " comma-separated during rotation; `web` refuses to start without one.",
     )
     webhook_tolerance: int = setting(
         300,
         "STRIPE_WEBHOOK_TOLERANCE",
         whole_number,
-        "Seconds a signature's timestamp may be old (a positive whole number).",
+        "Seconds a signature's timestamp may be old or ahead (1 to 3600; outside that `web`"
+        " refuses to start).",
     )
     max_body_bytes: int = setting(
         1_048_576,
@@ -103,6 +119,31 @@ class Settings:
         "Largest accepted webhook body, announced or streamed (413 above it).",
     )
     port: int = setting(8000, "PORT", whole_number, "The receiver's port (all interfaces).")
+    stripe_livemode: bool | None = setting(
+        None,
+        "STRIPE_LIVEMODE",
+        boolean,
+        "`true` or `false`: events of the other mode get 400 `livemode_mismatch`, nothing stored;"
+        " a worker with a `STRIPE_API_KEY` of the other mode refuses to start. Unset: the mode"
+        " of `STRIPE_API_KEY` when set (`sk_live_`/`rk_live_` is live), else both accepted.",
+        shown="unset",
+    )
+    webhook_read_timeout_seconds: float = setting(
+        30.0,
+        "WEBHOOK_READ_TIMEOUT_SECONDS",
+        number,
+        "A request head or body not received within this many seconds gets 408 (or its"
+        " connection closed).",
+    )
+    web_keep_alive_seconds: int = setting(
+        5, "WEB_KEEP_ALIVE_SECONDS", whole_number, "Idle keep-alive connections close after this."
+    )
+    web_max_concurrency: int = setting(
+        1000,
+        "WEB_MAX_CONCURRENCY",
+        whole_number,
+        "Connections or running requests the web process takes; past it a request gets 503.",
+    )
     intake_batch_max: int = setting(
         256, "INTAKE_BATCH_MAX", whole_number, "Most rows per grouped INSERT of the receiver."
     )
@@ -242,10 +283,16 @@ class Settings:
         return settings
 
     def validate(self) -> None:
-        if self.webhook_tolerance <= 0:
-            raise SettingsError("STRIPE_WEBHOOK_TOLERANCE must be a positive number of seconds")
+        if not MIN_TOLERANCE_S <= self.webhook_tolerance <= MAX_TOLERANCE_S:
+            raise SettingsError(
+                f"STRIPE_WEBHOOK_TOLERANCE must be {MIN_TOLERANCE_S} to {MAX_TOLERANCE_S} seconds"
+            )
         if self.max_body_bytes <= 0:
             raise SettingsError("MAX_BODY_BYTES must be positive")
+        if not 0 < self.webhook_read_timeout_seconds <= 3600:
+            raise SettingsError("WEBHOOK_READ_TIMEOUT_SECONDS must be more than 0 and at most 3600")
+        if self.web_keep_alive_seconds < 1 or self.web_max_concurrency < 1:
+            raise SettingsError("WEB_KEEP_ALIVE_SECONDS and WEB_MAX_CONCURRENCY must be at least 1")
         if self.worker_max_retries < 1:
             raise SettingsError("WORKER_MAX_RETRIES must be at least 1")
         if not 0 < self.worker_min_backoff_ms <= self.worker_max_backoff_ms:
@@ -255,8 +302,30 @@ class Settings:
         if self.sweeper_lease_seconds <= 0 or self.sweeper_interval_seconds <= 0:
             raise SettingsError("SWEEPER_LEASE_SECONDS and SWEEPER_INTERVAL_SECONDS must be > 0")
         for secret in self.webhook_secrets:
-            if not secret.startswith("whsec_"):
-                raise SettingsError("STRIPE_WEBHOOK_SECRET entries must start with whsec_")
+            if not secret.startswith("whsec_") or len(secret) < len("whsec_") + MIN_SECRET_CHARS:
+                raise SettingsError(
+                    "STRIPE_WEBHOOK_SECRET entries must start with whsec_ and have at least "
+                    f"{MIN_SECRET_CHARS} more characters"
+                )
+
+    @property
+    def expected_livemode(self) -> bool | None:
+        """The mode events must have: STRIPE_LIVEMODE, else STRIPE_API_KEY's, else None (any)."""
+        if self.stripe_livemode is not None:
+            return self.stripe_livemode
+        if self.stripe_api_key is not None:
+            return _is_live_key(self.stripe_api_key)
+        return None
+
+    def check_api_key_mode(self) -> None:
+        """Refuse an API key of the other mode than STRIPE_LIVEMODE (the worker calls it)."""
+        key, livemode = self.stripe_api_key, self.stripe_livemode
+        if key is not None and livemode is not None and _is_live_key(key) != livemode:
+            kind = "live" if _is_live_key(key) else "test"
+            raise SettingsError(
+                f"STRIPE_API_KEY is a {kind}-mode key but STRIPE_LIVEMODE is "
+                f"{str(livemode).lower()}: give a key of the deployment's mode"
+            )
 
     def require_webhook_secrets(self) -> tuple[str, ...]:
         if not self.webhook_secrets:
@@ -268,3 +337,7 @@ class Settings:
 
     def with_overrides(self, **changes: Any) -> Settings:
         return replace(self, **changes)
+
+
+def _is_live_key(key: str) -> bool:
+    return key.startswith(("sk_live_", "rk_live_"))

@@ -3,10 +3,12 @@ a Redis database index with a namespace of the test's own."""
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from shared.settings import Settings
 from tests.databases import (
@@ -17,6 +19,12 @@ from tests.databases import (
     free_redis_db,
     temporary_database,
 )
+
+# Property tests: a few hundred cases on a developer's run, 5,000 in CI (which sets CI=true);
+# `pytest --hypothesis-profile=ci` asks for CI's anywhere.
+hypothesis_settings.register_profile("dev", max_examples=300, deadline=None, database=None)
+hypothesis_settings.register_profile("ci", max_examples=5000, deadline=None, database=None)
+hypothesis_settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 SECRET = "whsec_test_primary_0123456789"
 OTHER_SECRET = "whsec_test_rotated_9876543210"

@@ -137,6 +137,7 @@ class Supervisor:
 def main() -> int:
     try:
         settings = Settings.from_env()
+        settings.check_api_key_mode()
     except SettingsError as e:
         sys.stderr.write(f"worker: {e}\n")
         return 2

@@ -74,6 +74,37 @@ class Stored:
         return self.queued()
 
 
+# Grouping made deterministic: a trigger makes inserts of `evt_hold*` ids wait on an advisory lock
+# the test holds (the `hold` fixture), so a batch stays in flight while the next one collects.
+LOCK = 424242
+HOLD_TRIGGER = f"""
+CREATE FUNCTION test_hold_insert() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.id LIKE 'evt_hold%' THEN
+        PERFORM pg_advisory_xact_lock({LOCK});
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER test_hold BEFORE INSERT ON stripe_events
+    FOR EACH ROW EXECUTE FUNCTION test_hold_insert();
+"""
+WAITING = """
+SELECT pid FROM pg_stat_activity
+WHERE datname = current_database() AND wait_event_type = 'Lock' AND wait_event = 'advisory'
+ORDER BY query_start
+"""
+
+
+async def waiting_backends(conn: psycopg.Connection[tuple[object, ...]], count: int) -> list[int]:
+    """The backends waiting on the hold lock, once there are `count` (or after 10 s)."""
+    deadline = time.monotonic() + 10
+    while True:
+        pids = [int(str(r[0])) for r in conn.execute(WAITING).fetchall()]
+        if len(pids) >= count or time.monotonic() > deadline:
+            return pids
+        await asyncio.sleep(0.02)
+
+
 @asynccontextmanager
 async def serve(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
     async with (

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
@@ -29,28 +29,10 @@ from ingest.storage import EventRejected
 from shared.broker import make_broker
 from shared.db import DatabaseUnavailable, make_async_pool
 from shared.settings import Settings
-from tests.ingest.helpers import Stored, deliver, serve
+from tests.ingest.helpers import LOCK, Stored, deliver, serve, waiting_backends
 from tests.support import unique_event
 
 pytestmark = pytest.mark.anyio
-
-LOCK = 424242
-HOLD_TRIGGER = f"""
-CREATE FUNCTION test_hold_insert() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    IF NEW.id LIKE 'evt_hold%' THEN
-        PERFORM pg_advisory_xact_lock({LOCK});
-    END IF;
-    RETURN NEW;
-END $$;
-CREATE TRIGGER test_hold BEFORE INSERT ON stripe_events
-    FOR EACH ROW EXECUTE FUNCTION test_hold_insert();
-"""
-WAITING = """
-SELECT pid FROM pg_stat_activity
-WHERE datname = current_database() AND wait_event_type = 'Lock' AND wait_event = 'advisory'
-ORDER BY query_start
-"""
 
 
 def row(event_id: str) -> EventRow:
@@ -104,27 +86,6 @@ def batches(metrics: IntakeMetrics) -> tuple[float | None, float | None]:
         metrics.registry.get_sample_value("stripe_intake_batch_rows_count"),
         metrics.registry.get_sample_value("stripe_intake_batch_rows_sum"),
     )
-
-
-@pytest.fixture
-def hold(database_url: str) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
-    """The trigger installed and the advisory lock held; released at the end."""
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute(HOLD_TRIGGER)
-        conn.execute("SELECT pg_advisory_lock(%s)", (LOCK,))
-        try:
-            yield conn
-        finally:
-            conn.execute("SELECT pg_advisory_unlock_all()")
-
-
-async def waiting_backends(conn: psycopg.Connection[tuple[object, ...]], count: int) -> list[int]:
-    deadline = time.monotonic() + 10
-    while True:
-        pids = [int(str(r[0])) for r in conn.execute(WAITING).fetchall()]
-        if len(pids) >= count or time.monotonic() > deadline:
-            return pids
-        await asyncio.sleep(0.02)
 
 
 async def test_duplicates_inside_one_batch_answer_new_once_and_enqueue_once(

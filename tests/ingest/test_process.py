@@ -14,6 +14,7 @@ from collections.abc import Iterator
 
 import httpx
 import orjson
+import pytest
 
 from tests.conftest import SECRET
 from tests.ingest.helpers import Stored
@@ -72,6 +73,32 @@ def test_web_refuses_a_secret_that_is_not_a_signing_secret(env: dict[str, str]) 
     assert len(result.stderr.strip().splitlines()) == 1
     assert "must start with whsec_" in result.stderr
     assert "sk_test_oops" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("STRIPE_WEBHOOK_SECRET", "whsec_"),
+        ("STRIPE_WEBHOOK_SECRET", f"whsec_,{SECRET}"),
+        ("STRIPE_WEBHOOK_SECRET", "whsec_short"),
+        ("STRIPE_WEBHOOK_TOLERANCE", "0"),
+        ("STRIPE_WEBHOOK_TOLERANCE", "3601"),
+        ("STRIPE_WEBHOOK_TOLERANCE", "99999999999"),
+        ("STRIPE_WEBHOOK_TOLERANCE", "9" * 400),
+    ],
+)
+def test_web_refuses_settings_that_weaken_verification(
+    env: dict[str, str], name: str, value: str
+) -> None:
+    result = run_module({**env, name: value})
+
+    assert result.returncode == 2, result.stderr
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert name in lines[0]
+    assert len(lines[0]) < 200
+    assert SECRET not in result.stderr
 
 
 def test_the_web_process_stores_and_enqueues_a_signed_event_and_logs_it(

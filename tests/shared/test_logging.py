@@ -2,9 +2,11 @@ from __future__ import annotations
 
 import json
 
+import psycopg
 import pytest
 import structlog
 
+from shared.errors import error_line
 from shared.logging import configure_logging, log_ids, redact
 from shared.settings import Settings
 
@@ -45,3 +47,28 @@ def test_lines_listing_events_stay_under_pipe_buf(capsys: pytest.CaptureFixture[
     assert [r["count"] for r in records] == [64, 64, 22]
     assert [i for r in records for i in r["event_ids"]] == ids
     assert max(len(line.encode()) + 1 for line in lines) < 4096
+
+
+def test_database_error_details_never_reach_a_line(database_url: str) -> None:
+    """PostgreSQL quotes the failing row (DETAIL), the JSON around an error (CONTEXT) and some
+    values in the primary message: a log line or an error answer keeps none of them."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE t (a text CHECK (a <> 'card 4242 x@y.io'), j jsonb)")
+        errors = []
+        for query, params in [
+            ("INSERT INTO t (a) VALUES (%s)", ("card 4242 x@y.io",)),
+            ("INSERT INTO t (j) VALUES (%s::jsonb)", ('{"last4": "4242", "x": "\\u0000"}',)),
+            ("SELECT %s::int", ("4242abc",)),
+        ]:
+            with pytest.raises(psycopg.Error) as excinfo:
+                conn.execute(query, params)
+            errors.append(excinfo.value)
+
+    assert all("4242" in str(e) for e in errors)  # what the driver says, unredacted
+    lines = [error_line(e, with_type=False) for e in errors]
+    assert lines[0].startswith('SQLSTATE 23514: new row for relation "t" violates check')
+    assert lines[1].startswith("SQLSTATE 22P05: ")
+    assert lines[2] == 'SQLSTATE 22P02: invalid input syntax for type integer: "***"'
+    assert all("4242" not in line for line in lines)
+    # The net under tracebacks and other free text: DETAIL and CONTEXT are withheld.
+    assert all("4242" not in redact(str(e)) for e in errors[:2])
