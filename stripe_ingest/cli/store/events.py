@@ -80,10 +80,15 @@ def stats(conn: Connection, minutes: int) -> Row:
     counts = {s: 0 for s in STATUSES}
     for row in _all(conn, "SELECT status, count(*) AS n FROM stripe_events GROUP BY status"):
         counts[row["status"]] = row["n"]
+    # Ages as the gauges count them (worker.sql.BACKLOG): from the latest enqueue (receipt or
+    # replay), and from the first receipt.
     pending = _one(
         conn,
-        "SELECT extract(epoch FROM now() - min(received_at))::float AS oldest_age,"
-        " count(*) FILTER (WHERE next_attempt_at > now()) AS waiting_retry"
+        "SELECT extract(epoch FROM now() - min(coalesce(replayed_at, received_at)))::float"
+        " AS oldest_age,"
+        " extract(epoch FROM now() - min(received_at))::float AS oldest_since_receipt,"
+        " count(*) FILTER (WHERE next_attempt_at > now()"
+        " AND next_attempt_at < '9999-12-31 00:00:00+00') AS waiting_retry"
         " FROM stripe_events WHERE status = 'pending'",
     )
     finished = _all(
@@ -102,6 +107,7 @@ def stats(conn: Connection, minutes: int) -> Row:
         "backlog": counts["pending"],
         "waiting_retry": pending["waiting_retry"],
         "oldest_pending_age_seconds": pending["oldest_age"],
+        "oldest_pending_since_receipt_seconds": pending["oldest_since_receipt"],
         "dead": dead["n"],
         "throughput": {
             "minutes": minutes,
@@ -149,7 +155,7 @@ _REPLAY: LiteralString = """
 WITH reset AS (
     UPDATE stripe_events
        SET status = 'pending', attempts = 0, last_error = NULL, next_attempt_at = NULL,
-           processed_at = NULL, process_seq = NULL, enqueued_at = now()
+           processed_at = NULL, process_seq = NULL, enqueued_at = now(), replayed_at = now()
      WHERE id = ANY(%(ids)s) AND status = ANY(%(allowed)s)
  RETURNING id
 ), gone AS (
