@@ -13,7 +13,7 @@ from typing import Any
 import redis
 import structlog
 
-from shared.broker import QUEUE_NAME
+from shared.broker import QUEUE_NAME, queue_key
 from shared.db import connect
 from worker import sql
 from worker.mirror.notifications import MAX_ATTEMPTS
@@ -120,8 +120,9 @@ class BrokerGauges:
         try:
             with client.pipeline(transaction=False) as pipe:
                 for queue in QUEUES:
-                    pipe.llen(f"{self.namespace}:{queue}")
-                    pipe.hlen(f"{self.namespace}:{queue}.msgs")
+                    key = queue_key(self.namespace, queue)
+                    pipe.llen(key)
+                    pipe.hlen(f"{key}.msgs")
                 counts = pipe.execute()
         except redis.RedisError as e:
             log.warning("metrics.redis_unavailable", error=type(e).__name__)

@@ -34,13 +34,13 @@ from stripe_ingest.cli.store.events import (
     list_dead,
     list_events,
     mirror_rows,
+    progress,
     purge_batch,
     replay_batch,
     start_audit,
     stats,
     statuses,
     table_columns,
-    unfinished,
 )
 
 __all__ = [
@@ -64,6 +64,7 @@ __all__ = [
     "list_events",
     "mirror_rows",
     "open_run",
+    "progress",
     "purge_batch",
     "replay_batch",
     "save_page",
@@ -75,5 +76,4 @@ __all__ = [
     "store_chunk",
     "table_columns",
     "translated",
-    "unfinished",
 ]

@@ -224,15 +224,16 @@ def purge_batch(conn: Connection, age: timedelta, size: int) -> int:
 # Demo -----------------------------------------------------------------------------------------
 
 
-def unfinished(conn: Connection, ids: Sequence[str]) -> list[Row]:
-    """The ids not yet stored or still pending."""
-    rows = _all(
+def progress(conn: Connection, ids: Sequence[str]) -> list[Row]:
+    """Each id's state, in the order given: status (null when not stored), attempts so far and
+    the last error."""
+    return _all(
         conn,
-        "SELECT i AS id, e.status FROM unnest(%s::text[]) AS i"
-        " LEFT JOIN stripe_events e ON e.id = i WHERE e.status IS NULL OR e.status = 'pending'",
+        "SELECT i AS id, e.type, e.status, coalesce(e.attempts, 0) AS attempts, e.last_error"
+        " FROM unnest(%s::text[]) WITH ORDINALITY AS u(i, o)"
+        " LEFT JOIN stripe_events e ON e.id = i ORDER BY o",
         (list(ids),),
     )
-    return rows
 
 
 def events_by_id(conn: Connection, ids: Sequence[str]) -> list[Row]:
