@@ -1,5 +1,6 @@
 """A user handler module for demo tests (USER_HANDLERS=tests.cli.demo_handlers): the demo's
-dispute fails every time, so its customer's events wait behind it until it dies."""
+dispute fails every time, so its customer's events wait behind it until it dies. Only worker
+subprocesses import this module: importing it registers the handler in the process's registry."""
 
 from __future__ import annotations
 
