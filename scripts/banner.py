@@ -5,7 +5,8 @@ from shared.settings import Settings
 
 def main() -> None:
     settings = Settings.from_env()
-    url = f"http://127.0.0.1:{settings.port}/webhooks/stripe"
+    base = f"http://127.0.0.1:{settings.port}"
+    url = f"{base}/webhooks/stripe"
     secret = settings.webhook_secrets[0] if settings.webhook_secrets else "(none set)"
     print(
         "\n".join(
@@ -16,8 +17,8 @@ def main() -> None:
                 f"  signing secret  {secret}   (in .env as STRIPE_WEBHOOK_SECRET)",
                 "  forward Stripe  stripe listen --forward-to " + url,
                 "                  then put the whsec_ that `stripe listen` prints into .env",
-                "  try it          .venv/bin/stripe-ingest demo",
-                f"  health          curl -s http://127.0.0.1:{settings.port}/readyz",
+                f"  try it          .venv/bin/stripe-ingest demo --url {base}",
+                f"  health          curl -s {base}/readyz",
                 "",
             ]
         )

@@ -21,6 +21,12 @@ PROCESS_ACTOR = "process_event"
 PROCESS_MANY_ACTOR = "process_events"
 
 
+def queue_key(namespace: str, queue: str = QUEUE_NAME) -> str:
+    """Dramatiq's Redis list of a queue's messages that no worker has taken yet (their bodies
+    are in the hash `<key>.msgs` until acknowledged; a delay queue is `<queue>.DQ`)."""
+    return f"{namespace}:{queue}"
+
+
 def make_broker(settings: Settings, *, middleware: list[object] | None = None) -> RedisBroker:
     """A broker for `settings.redis_url`; redis-py connects lazily, on first use."""
     broker = RedisBroker(  # type: ignore[no-untyped-call]

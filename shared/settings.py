@@ -216,6 +216,14 @@ class Settings:
         whole_number,
         "Port of the sweeper's Prometheus exposition; `0` turns it off.",
     )
+    # Loopback by default, like the console: the figures name event types and volumes.
+    metrics_host: str = setting(
+        "127.0.0.1",
+        "METRICS_HOST",
+        text,
+        "Address the workers' and the sweeper's Prometheus expositions listen on; `0.0.0.0`"
+        " (or the host's address) to let a Prometheus on another host scrape them.",
+    )
     grace_period_days: int = setting(
         3,
         "GRACE_PERIOD_DAYS",

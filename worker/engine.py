@@ -267,7 +267,12 @@ class Engine:
             self.metrics.failures.labels(event.type).inc()
             if outcome.status == "dead":
                 self.metrics.observe_finished(
-                    event.type, "dead", event.created, inflight.received_at, datetime.now(UTC)
+                    event.type,
+                    "dead",
+                    event.created,
+                    inflight.received_at,
+                    datetime.now(UTC),
+                    inflight.enqueued_at,
                 )
         if outcome.status == "retry":
             try:
@@ -285,7 +290,12 @@ class Engine:
         for d in done:
             if self.metrics is not None and d.finished_at is not None:
                 self.metrics.observe_finished(
-                    d.event.type, d.status, d.event.created, d.received_at, d.finished_at
+                    d.event.type,
+                    d.status,
+                    d.event.created,
+                    d.received_at,
+                    d.finished_at,
+                    d.enqueued_at,
                 )
             if d.status == "processed":
                 self._versions.saw(d.event.api_version)

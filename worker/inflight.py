@@ -28,6 +28,8 @@ class InFlight:
     event: Event
     tx: Tx
     received_at: datetime
+    # Its latest enqueue: the receipt, or the replay that put it back to pending.
+    enqueued_at: datetime
     started: datetime = field(default_factory=lambda: datetime.now(UTC))
     status: Status = "pending"
     finished_at: datetime | None = None
@@ -51,7 +53,7 @@ class InFlight:
             attempt=row["attempts"] + (0 if counted else 1),
         )
         tx = Tx(conn=conn, settings=settings, services=services)
-        return cls(event, tx, row["received_at"], counted=counted)
+        return cls(event, tx, row["received_at"], row["enqueued"], counted=counted)
 
     @property
     def id(self) -> str:

@@ -3,24 +3,22 @@
 The worker processes share Dramatiq's multiprocess directory (its Prometheus middleware sets
 PROMETHEUS_MULTIPROC_DIR at process boot), so prometheus_client is imported lazily, after that:
 a metric made before would count in one process only. One forked exposition process serves
-Dramatiq's metrics and ours on WORKER_METRICS_PORT, plus gauges read from PostgreSQL at scrape
-time (backlog, dead count, oldest pending age), so they are right whichever worker is alive.
+Dramatiq's metrics and ours on METRICS_HOST:WORKER_METRICS_PORT, plus the gauges of
+worker.gauges, read from PostgreSQL and Redis at scrape time, so they are right whichever worker
+is alive.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import structlog
 from dramatiq.middleware.prometheus import Prometheus
 
-from shared.db import connect
 from shared.logging import configure_logging
 from shared.settings import Settings
-from worker import sql
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -52,8 +50,9 @@ class WorkerMetrics:
         )
         self.lag = prom.Histogram(
             "stripe_event_lag_seconds",
-            "Time from the event's creation at Stripe (since=created) or its receipt "
-            "(since=received) until it finished.",
+            "Time until the event finished, from its creation at Stripe (since=created), its "
+            "first receipt (since=received) or its latest enqueue, the receipt or the replay "
+            "that put it back to pending (since=enqueued).",
             ["since"],
             buckets=LAG_BUCKETS,
             registry=registry,
@@ -69,10 +68,17 @@ class WorkerMetrics:
         # Labelled children, looked up once each (a lookup costs as much as the update).
         self._lag_created = self.lag.labels("created")
         self._lag_received = self.lag.labels("received")
+        self._lag_enqueued = self.lag.labels("enqueued")
         self._finished: dict[tuple[str, str], Any] = {}
 
     def observe_finished(
-        self, event_type: str, outcome: str, created: datetime, received: datetime, at: datetime
+        self,
+        event_type: str,
+        outcome: str,
+        created: datetime,
+        received: datetime,
+        at: datetime,
+        enqueued: datetime | None = None,
     ) -> None:
         counter = self._finished.get((event_type, outcome))
         if counter is None:
@@ -82,6 +88,7 @@ class WorkerMetrics:
         counter.inc()
         self._lag_created.observe(max(0.0, (at - created).total_seconds()))
         self._lag_received.observe(max(0.0, (at - received).total_seconds()))
+        self._lag_enqueued.observe(max(0.0, (at - (enqueued or received)).total_seconds()))
 
 
 class SweeperMetrics:
@@ -102,43 +109,6 @@ class SweeperMetrics:
         )
 
 
-class DatabaseGauges:
-    """A collector that reads the backlog from PostgreSQL when Prometheus scrapes."""
-
-    def __init__(self, database_url: str) -> None:
-        self.database_url = database_url
-
-    def describe(self) -> list[Any]:
-        return []
-
-    def collect(self) -> Iterator[Any]:
-        from prometheus_client.core import GaugeMetricFamily
-
-        up = GaugeMetricFamily("stripe_ingest_database_up", "1 when the last scrape read the DB.")
-        try:
-            with connect(self.database_url, autocommit=True, connect_timeout=3) as conn:
-                row = conn.execute(sql.BACKLOG).fetchone()
-        except Exception as e:
-            log.warning("metrics.database_unavailable", error=type(e).__name__)
-            up.add_metric([], 0)
-            yield up
-            return
-        assert row is not None
-        up.add_metric([], 1)
-        yield up
-        yield GaugeMetricFamily(
-            "stripe_events_backlog", "Events pending (not finished).", value=row["pending"]
-        )
-        yield GaugeMetricFamily(
-            "stripe_events_dead", "Events dead-lettered now.", value=row["dead"]
-        )
-        yield GaugeMetricFamily(
-            "stripe_events_oldest_pending_age_seconds",
-            "Age of the oldest pending event since its receipt.",
-            value=row["oldest_pending_s"],
-        )
-
-
 class WorkerPrometheus(Prometheus):
     """Dramatiq's Prometheus middleware, with our exposition process instead of its own."""
 
@@ -148,21 +118,25 @@ class WorkerPrometheus(Prometheus):
 
 
 def serve_metrics() -> int:
-    """Runs in a process Dramatiq forks: the multiprocess metrics plus DatabaseGauges over HTTP."""
+    """Runs in a process Dramatiq forks: the multiprocess metrics plus the scrape-time gauges."""
     from dramatiq.middleware import prometheus as dramatiq_prometheus
     from prometheus_client import CollectorRegistry, start_http_server
     from prometheus_client.multiprocess import MultiProcessCollector
+
+    from worker.gauges import BrokerGauges, DatabaseGauges
 
     settings = Settings.from_env()
     configure_logging(settings)
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=dramatiq_prometheus.DB_PATH)  # type: ignore[no-untyped-call]
     registry.register(DatabaseGauges(settings.database_url))
+    registry.register(BrokerGauges(settings.redis_url, settings.redis_namespace))
+    host, port = settings.metrics_host, settings.worker_metrics_port
     try:
-        start_http_server(settings.worker_metrics_port, addr="0.0.0.0", registry=registry)
+        start_http_server(port, addr=host, registry=registry)
     except OSError as e:
-        log.error("worker.metrics_unavailable", port=settings.worker_metrics_port, error=str(e))
+        log.error("worker.metrics_unavailable", host=host, port=port, error=str(e))
         return 1
-    log.info("worker.metrics_serving", port=settings.worker_metrics_port)
+    log.info("worker.metrics_serving", host=host, port=port)
     while True:
         time.sleep(3600)

@@ -16,7 +16,7 @@ FROM (
 ) l
 LEFT JOIN LATERAL (
     SELECT id, type, created, livemode, api_version, account, ordering_key, received_at,
-           attempts,
+           COALESCE(replayed_at, received_at) AS enqueued, attempts,
            GREATEST(0, EXTRACT(EPOCH FROM next_attempt_at - clock_timestamp()))::float8 AS wait,
            payload
     FROM stripe_events
@@ -112,7 +112,7 @@ CLAIM_HEAD = """
 WITH held AS MATERIALIZED (SELECT pg_try_advisory_xact_lock(%(lock)s) AS locked),
 head AS (
     SELECT id, type, created, livemode, api_version, account, ordering_key, received_at,
-           attempts, last_error, payload
+           COALESCE(replayed_at, received_at) AS enqueued, attempts, last_error, payload
     FROM stripe_events
     WHERE (SELECT locked FROM held) AND ordering_key = %(key)s AND status = 'pending'
     ORDER BY created, received_at, id
@@ -176,11 +176,34 @@ FROM stranded WHERE e.id = stranded.id
 RETURNING e.id, e.ordering_key, e.created, e.received_at
 """
 
-# Each part reads its partial index (pending, dead), not the table.
+# What the gauges read when Prometheus scrapes. A pending event's age counts from its latest
+# enqueue (receipt or replay); the age since receipt is kept beside it. A claimed suspect's
+# next_attempt_at (9999-12-31) is not a retry's wait.
 BACKLOG = """
-SELECT (SELECT count(*) FROM stripe_events WHERE status = 'pending') AS pending,
+SELECT p.pending, p.waiting_retry,
        (SELECT count(*) FROM stripe_events WHERE status = 'dead') AS dead,
+       COALESCE(EXTRACT(EPOCH FROM clock_timestamp() - p.oldest_enqueued), 0)::float8
+           AS oldest_pending_s,
+       COALESCE(EXTRACT(EPOCH FROM clock_timestamp() - p.oldest_received), 0)::float8
+           AS oldest_pending_since_receipt_s
+FROM (
+    SELECT count(*) AS pending,
+           count(*) FILTER (WHERE next_attempt_at > clock_timestamp()
+                            AND next_attempt_at < '9999-12-31 00:00:00+00') AS waiting_retry,
+           min(COALESCE(replayed_at, received_at)) AS oldest_enqueued,
+           min(received_at) AS oldest_received
+    FROM stripe_events WHERE status = 'pending'
+) p
+"""
+
+# The notifications outbox (the mirror's table), read through its partial index of unsent rows.
+OUTBOX = """
+SELECT count(*) FILTER (WHERE attempts < %(max_attempts)s) AS unsent,
+       count(*) FILTER (WHERE attempts < %(max_attempts)s AND last_error IS NOT NULL)
+           AS retrying,
+       count(*) FILTER (WHERE attempts >= %(max_attempts)s) AS failed,
        COALESCE(EXTRACT(EPOCH FROM clock_timestamp()
-                - (SELECT min(received_at) FROM stripe_events WHERE status = 'pending')), 0)::float8
-           AS oldest_pending_s
+                - min(created_at) FILTER (WHERE attempts < %(max_attempts)s)), 0)::float8
+           AS oldest_unsent_s
+FROM notifications WHERE sent_at IS NULL
 """

@@ -168,7 +168,9 @@ def main() -> int:
     if settings.sweeper_metrics_port:
         from prometheus_client import start_http_server
 
-        start_http_server(settings.sweeper_metrics_port, registry=metrics.registry)
+        start_http_server(
+            settings.sweeper_metrics_port, addr=settings.metrics_host, registry=metrics.registry
+        )
     sweeper = Sweeper(settings, broker, metrics)
     try:
         sweeper.run(stop)

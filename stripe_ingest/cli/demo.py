@@ -12,9 +12,11 @@ import urllib.request
 from typing import Any
 
 import click
+import redis
 
+from shared.broker import QUEUE_NAME, queue_key
 from shared.db import Connection
-from shared.settings import SettingsError
+from shared.settings import Settings, SettingsError
 from stripe_ingest.cli import scenario, store
 from stripe_ingest.cli.context import Context, json_option, pass_context
 from stripe_ingest.cli.inspect import print_stats
@@ -87,7 +89,11 @@ def _post(url: str, body: bytes, signature: str) -> tuple[int, dict[str, Any]]:
 
 
 @click.command()
-@click.option("--url", default="http://127.0.0.1:8000", show_default=True, help="The receiver.")
+@click.option(
+    "--url",
+    help="The receiver.  [default: http://127.0.0.1:$PORT, PORT from the environment or .env,"
+    " else 8000]",
+)
 @click.option(
     "--timeout",
     type=click.FloatRange(min=1),
@@ -97,14 +103,14 @@ def _post(url: str, body: bytes, signature: str) -> tuple[int, dict[str, Any]]:
 )
 @json_option
 @pass_context
-def demo(ctx: Context, url: str, timeout: float, as_json: bool) -> None:
+def demo(ctx: Context, url: str | None, timeout: float, as_json: bool) -> None:
     """Send a realistic, signed event scenario and show what the workers made of it."""
     settings = ctx.settings
     try:
         secret = settings.require_webhook_secrets()[0]
     except SettingsError as e:
         raise click.UsageError(str(e)) from e
-    base = url.rstrip("/")
+    base = (url or f"http://127.0.0.1:{settings.port}").rstrip("/")
     s = scenario.build()
     log = (lambda *_: None) if as_json else click.echo
     try:
@@ -146,21 +152,11 @@ def demo(ctx: Context, url: str, timeout: float, as_json: bool) -> None:
     )
 
     with store.session(settings.database_url) as conn:
-        deadline = time.monotonic() + timeout
-        while True:
-            left = store.unfinished(conn, s.ids)
-            if not left:
-                break
-            if time.monotonic() > deadline:
-                listed = ", ".join(r["id"] for r in left[:5])
-                raise click.ClickException(
-                    f"{len(left)} event(s) not finished after {timeout:g}s ({listed}...):"
-                    " are the worker and sweeper running?"
-                )
-            time.sleep(0.2)
+        _wait(conn, settings, s.ids, timeout)
         events = store.events_by_id(conn, s.ids)
         mirror = _mirror(conn, s)
         stats = store.stats(conn, 5)
+        states = store.progress(conn, s.ids)
     dead = [e for e in events if e["status"] == "dead"]
     if as_json:
         emit_json(
@@ -187,9 +183,68 @@ def demo(ctx: Context, url: str, timeout: float, as_json: bool) -> None:
         click.echo("\nSTATS")
         print_stats(stats)
     if dead:
+        _name_failures([r for r in states if r["status"] == "dead"])
         raise click.ClickException(
             f"{len(dead)} demo event(s) are dead: see `stripe-ingest dead-letters list`"
         )
+
+
+def _wait(conn: Connection, settings: Settings, ids: list[str], timeout: float) -> None:
+    """Poll until every event is finished, telling on stderr how far the workers got; on a
+    timeout, name what failed or died and say whether any worker consumes."""
+    deadline = time.monotonic() + timeout
+    shown: tuple[int, int] | None = None
+    next_line = 0.0
+    while True:
+        states = store.progress(conn, ids)
+        done = [r for r in states if r["status"] not in (None, "pending")]
+        failing = [r for r in states if r["status"] == "pending" and r["last_error"]]
+        if len(done) == len(ids):
+            return
+        now = time.monotonic()
+        if now > deadline:
+            break
+        if (len(done), len(failing)) != shown or now >= next_line:
+            shown, next_line = (len(done), len(failing)), now + 5
+            line = f"waiting for the workers: {len(done)} of {len(ids)} events finished"
+            if failing:
+                line += f", {len(failing)} failing (retried with backoff)"
+            click.echo(line, err=True)
+        time.sleep(0.2)
+    left = [r for r in states if r["status"] in (None, "pending")]
+    _name_failures([r for r in states if r["status"] == "dead" or r["last_error"]])
+    tried = sum(1 for r in states if r["attempts"] > 0 or r["status"] not in (None, "pending"))
+    summary = f"{len(left)} of {len(ids)} event(s) not finished after {timeout:g}s"
+    if not tried:
+        raise click.ClickException(
+            f"{summary}; no worker has tried any of them{_waiting_in_redis(settings)}:"
+            " are the worker and sweeper running (`make run` starts them)?"
+        )
+    raise click.ClickException(
+        f"{summary}; workers are consuming ({tried} of {len(ids)} events tried):"
+        " see `stripe-ingest events show EVT_ID` for the failing ones above"
+    )
+
+
+def _name_failures(rows: list[store.Row]) -> None:
+    for r in rows:
+        what = "dead" if r["status"] == "dead" else "pending"
+        click.echo(
+            f"  {r['id']} ({r['type']}): {what} after {r['attempts']} attempt(s);"
+            f" last error: {r['last_error']}",
+            err=True,
+        )
+
+
+def _waiting_in_redis(settings: Settings) -> str:
+    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=2)
+    try:
+        waiting = client.llen(queue_key(settings.redis_namespace))
+    except redis.RedisError as e:
+        return f" and Redis does not answer at the configured REDIS_URL ({type(e).__name__})"
+    finally:
+        client.close()
+    return f" ({waiting} message(s) wait untaken in the Redis queue {QUEUE_NAME})"
 
 
 def _mirror(conn: Connection, s: scenario.Scenario) -> dict[str, list[store.Row] | None]:

@@ -194,7 +194,7 @@ def print_stats(s: dict[str, Any]) -> None:
             *[(status, n) for status, n in s["counts"].items()],
             ("total", s["total"]),
             ("backlog", f"{s['backlog']} pending ({s['waiting_retry']} waiting for a retry)"),
-            ("oldest pending", human_duration(s["oldest_pending_age_seconds"])),
+            ("oldest pending", _oldest(s)),
             ("dead letters", s["dead"]),
             (
                 "throughput",
@@ -209,3 +209,13 @@ def print_stats(s: dict[str, Any]) -> None:
             for u in unknown
         )
         click.echo(f"api versions not known to the mirror: {named}")
+
+
+def _oldest(s: dict[str, Any]) -> str:
+    """The age from the latest enqueue (receipt or replay), and from the first receipt."""
+    if s["oldest_pending_age_seconds"] is None:
+        return "-"
+    return (
+        f"{human_duration(s['oldest_pending_age_seconds'])} since enqueued"
+        f" ({human_duration(s['oldest_pending_since_receipt_seconds'])} since receipt)"
+    )

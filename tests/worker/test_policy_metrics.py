@@ -16,7 +16,8 @@ from tests.procs import run_worker, wait_until
 from tests.worker import handlers as h
 from tests.worker.support import T0, make_event, store
 from worker.engine import Engine
-from worker.metrics import DatabaseGauges, WorkerMetrics
+from worker.gauges import DatabaseGauges
+from worker.metrics import WorkerMetrics
 from worker.policy import backoff_ms, key_lock_id
 from worker.supervisor import Supervisor
 

@@ -138,8 +138,13 @@ def test_backlog_of_200_over_20_customers_is_processed_in_creation_order_per_key
     )
     assert sample(text, "dramatiq_messages_total") == 200
     assert sample(text, 'stripe_event_lag_seconds_count{since="received"}') == 200
+    assert sample(text, 'stripe_event_lag_seconds_count{since="enqueued"}') == 200
     assert sample(text, "stripe_events_backlog ") == 0
     assert sample(text, "stripe_ingest_database_up ") == 1
+    # Read from Redis at scrape time: every message was taken and acknowledged.
+    assert sample(text, "stripe_ingest_redis_up ") == 1
+    assert 'stripe_queue_waiting_messages{queue="stripe-events"} 0.0' in text
+    assert 'stripe_queue_messages{queue="stripe-events"} 0.0' in text
 
 
 @FORMS

@@ -34,13 +34,13 @@ from stripe_ingest.cli.store.events import (
     list_dead,
     list_events,
     mirror_rows,
+    progress,
     purge_batch,
     replay_batch,
     start_audit,
     stats,
     statuses,
     table_columns,
-    unfinished,
 )
 from stripe_ingest.cli.store.reconcile import (
     finish_reconcile,
@@ -72,6 +72,7 @@ __all__ = [
     "mirror_ids",
     "mirror_rows",
     "open_run",
+    "progress",
     "purge_batch",
     "replay_batch",
     "save_page",
@@ -84,6 +85,5 @@ __all__ = [
     "store_chunk",
     "table_columns",
     "translated",
-    "unfinished",
     "write_objects",
 ]

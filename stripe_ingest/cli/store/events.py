@@ -81,10 +81,15 @@ def stats(conn: Connection, minutes: int) -> Row:
     counts = {s: 0 for s in STATUSES}
     for row in _all(conn, "SELECT status, count(*) AS n FROM stripe_events GROUP BY status"):
         counts[row["status"]] = row["n"]
+    # Ages as the gauges count them (worker.sql.BACKLOG): from the latest enqueue (receipt or
+    # replay), and from the first receipt.
     pending = _one(
         conn,
-        "SELECT extract(epoch FROM now() - min(received_at))::float AS oldest_age,"
-        " count(*) FILTER (WHERE next_attempt_at > now()) AS waiting_retry"
+        "SELECT extract(epoch FROM now() - min(coalesce(replayed_at, received_at)))::float"
+        " AS oldest_age,"
+        " extract(epoch FROM now() - min(received_at))::float AS oldest_since_receipt,"
+        " count(*) FILTER (WHERE next_attempt_at > now()"
+        " AND next_attempt_at < '9999-12-31 00:00:00+00') AS waiting_retry"
         " FROM stripe_events WHERE status = 'pending'",
     )
     finished = _all(
@@ -108,6 +113,7 @@ def stats(conn: Connection, minutes: int) -> Row:
         "backlog": counts["pending"],
         "waiting_retry": pending["waiting_retry"],
         "oldest_pending_age_seconds": pending["oldest_age"],
+        "oldest_pending_since_receipt_seconds": pending["oldest_since_receipt"],
         "dead": dead["n"],
         "throughput": {
             "minutes": minutes,
@@ -160,7 +166,7 @@ _REPLAY: LiteralString = """
 WITH reset AS (
     UPDATE stripe_events
        SET status = 'pending', attempts = 0, last_error = NULL, next_attempt_at = NULL,
-           processed_at = NULL, process_seq = NULL, enqueued_at = now()
+           processed_at = NULL, process_seq = NULL, enqueued_at = now(), replayed_at = now()
      WHERE id = ANY(%(ids)s) AND status = ANY(%(allowed)s)
  RETURNING id
 ), gone AS (
@@ -229,15 +235,16 @@ def purge_batch(conn: Connection, age: timedelta, size: int) -> int:
 # Demo -----------------------------------------------------------------------------------------
 
 
-def unfinished(conn: Connection, ids: Sequence[str]) -> list[Row]:
-    """The ids not yet stored or still pending."""
-    rows = _all(
+def progress(conn: Connection, ids: Sequence[str]) -> list[Row]:
+    """Each id's state, in the order given: status (null when not stored), attempts so far and
+    the last error."""
+    return _all(
         conn,
-        "SELECT i AS id, e.status FROM unnest(%s::text[]) AS i"
-        " LEFT JOIN stripe_events e ON e.id = i WHERE e.status IS NULL OR e.status = 'pending'",
+        "SELECT i AS id, e.type, e.status, coalesce(e.attempts, 0) AS attempts, e.last_error"
+        " FROM unnest(%s::text[]) WITH ORDINALITY AS u(i, o)"
+        " LEFT JOIN stripe_events e ON e.id = i ORDER BY o",
         (list(ids),),
     )
-    return rows
 
 
 def events_by_id(conn: Connection, ids: Sequence[str]) -> list[Row]:
