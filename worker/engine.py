@@ -192,13 +192,16 @@ class Engine:
                 run.known[key], wait = head
                 if wait <= 0:
                     runnable.append(key)
-                elif (
-                    head[0] == run.for_event
-                    and head[0] not in run.failed_here
-                    and wait <= EARLY_TOLERANCE_SECONDS
-                ):
+                elif head[0] in run.failed_here or wait > EARLY_TOLERANCE_SECONDS:
+                    continue  # its retry's message comes when it is due
+                elif head[0] == run.for_event:
                     time.sleep(wait + 0.01)  # its own retry, a little early (clock skew)
                     runnable.append(key)
+                else:
+                    # Another event's retry, due any moment: its message may have come while
+                    # this round held the key (Dramatiq's eta has millisecond resolution) and
+                    # been turned away. One more message, due with it, so it is never left.
+                    self.hand_over(head[0], delay_ms=int(wait * 1000) + 1)
             rest = [k for k in run.pending if k not in keys] if run.isolate else []
             run.pending = runnable + rest
             if run.idle >= MAX_IDLE_ROUNDS:
@@ -320,10 +323,10 @@ class Engine:
                 log.error("worker.after_commit_failed", count=len(items), error=error_line(e))
         return [d.outcome() for d in done]
 
-    def hand_over(self, event_id: str) -> None:
-        """Leave the rest of a key to another message."""
+    def hand_over(self, event_id: str, delay_ms: int | None = None) -> None:
+        """Leave the rest of a key to another message (due after `delay_ms`)."""
         try:
-            self.enqueue(event_id, None)
+            self.enqueue(event_id, delay_ms)
         except Exception as e:
             log.warning("worker.hand_over_failed", event_id=event_id, error=error_line(e))
 
