@@ -97,7 +97,8 @@ GIVE_UP = (
     SELECT id, clock_timestamp(), attempts, %(error)s, %(traceback)s FROM failed
     ON CONFLICT (event_id) DO UPDATE
     SET dead_at = EXCLUDED.dead_at, attempts = EXCLUDED.attempts, error = EXCLUDED.error,
-        traceback = EXCLUDED.traceback, replayed_at = NULL
+        traceback = EXCLUDED.traceback, replayed_at = NULL,
+        resolved_at = NULL, resolved_by = NULL, resolution = NULL
 )
 INSERT INTO event_attempts (event_id, attempt, started_at, finished_at, outcome, error, worker)
 SELECT id, attempts, %(started)s, clock_timestamp(), 'dead', %(error)s, %(worker)s FROM failed
@@ -176,10 +177,13 @@ FROM stranded WHERE e.id = stranded.id
 RETURNING e.id, e.ordering_key, e.created, e.received_at
 """
 
-# Each part reads its partial index (pending, dead), not the table.
+# Each part reads its partial index (pending, dead), not the table. `dead` counts the open
+# dead letters: resolved ones (migrations/0008) stay dead but no longer count.
 BACKLOG = """
 SELECT (SELECT count(*) FROM stripe_events WHERE status = 'pending') AS pending,
-       (SELECT count(*) FROM stripe_events WHERE status = 'dead') AS dead,
+       (SELECT count(*) FROM stripe_events e WHERE status = 'dead' AND NOT EXISTS (
+            SELECT 1 FROM dead_letters d WHERE d.event_id = e.id AND d.resolved_at IS NOT NULL
+       )) AS dead,
        COALESCE(EXTRACT(EPOCH FROM clock_timestamp()
                 - (SELECT min(received_at) FROM stripe_events WHERE status = 'pending')), 0)::float8
            AS oldest_pending_s

@@ -4,10 +4,26 @@ from dataclasses import fields
 from pathlib import Path
 
 from shared import settings_doc
-from shared.settings import Settings, comma_separated, number, text, var_of, whole_number
+from shared.settings import (
+    Settings,
+    comma_separated,
+    number,
+    postgres_dsn,
+    redis_address,
+    text,
+    var_of,
+    whole_number,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
-SAMPLES = {text: "sample", whole_number: "7", number: "7.5", comma_separated: "whsec_a, whsec_b"}
+SAMPLES = {
+    text: "sample",
+    whole_number: "7",
+    number: "7.5",
+    comma_separated: "whsec_a, whsec_b",
+    postgres_dsn: "postgresql://db.example:6543/sample",
+    redis_address: "redis://redis.example:6380/3",
+}
 
 
 def test_the_reference_is_generated_from_settings() -> None:
