@@ -23,6 +23,7 @@ run: install
 
 test: install
 	@scripts/services.sh test
+	@scripts/browser.sh
 	$(BIN)/python -m pytest
 
 lint: install
