@@ -23,7 +23,8 @@ COOKIE = "si_console"
 SESSION_SECONDS = 12 * 3600
 OPERATOR_CHARS = 64
 DEFAULT_OPERATOR = "console"
-PUBLIC = ("/login", "/healthz", "/static/")
+PUBLIC = ("/login", "/healthz")
+PUBLIC_PREFIX = "/static/"
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,8 @@ class RequireAuth:
         self.auth = auth
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].startswith(PUBLIC):
+        path = scope["path"] if scope["type"] == "http" else ""
+        if scope["type"] != "http" or path in PUBLIC or path.startswith(PUBLIC_PREFIX):
             await self.app(scope, receive, send)
             return
         conn = HTTPConnection(scope)
