@@ -10,7 +10,7 @@ import click
 from shared.db import Connection
 from stripe_ingest.cli import store
 from stripe_ingest.cli.context import Context, json_option, pass_context
-from stripe_ingest.cli.output import dumps, emit_json, human_duration, pairs, shown, table
+from stripe_ingest.cli.output import cell, dumps, emit_json, human_duration, pairs, shown, table
 from stripe_ingest.cli.params import WHEN
 
 _filters = [
@@ -82,15 +82,34 @@ def events_show(ctx: Context, event_id: str, as_json: bool) -> None:
         row = load(conn, event_id)
         history = store.attempts(conn, event_id)
         dead = store.dead_letter(conn, event_id)
+        replays = store.replays_of(conn, event_id)
     payload = row.pop("payload")
     if as_json:
-        emit_json({"event": row, "attempts": history, "dead_letter": dead, "payload": payload})
+        emit_json(
+            {
+                "event": row,
+                "attempts": history,
+                "dead_letter": dead,
+                "replays": replays,
+                "payload": payload,
+            }
+        )
         return
     pairs(list(row.items()))
     history_table(history)
     if dead:
         click.echo("\nDEAD LETTER")
         pairs([("dead_at", dead["dead_at"]), ("error", dead["error"])])
+        if dead["resolved_at"]:
+            pairs(
+                [
+                    ("resolved", f"{cell(dead['resolved_at'])} by {dead['resolved_by']}"),
+                    ("resolution", dead["resolution"]),
+                ]
+            )
+    if replays:
+        click.echo("\nREPLAYS")
+        table(replays, ["id", "started_at", "requested_by", "via", "mode", "forced"])
     click.echo("\nPAYLOAD")
     click.echo(dumps(payload))
 

@@ -58,6 +58,11 @@ def test_replay_by_id_resets_removes_the_dead_letter_enqueues_and_audits(
     (audit,) = rows(database_url, "SELECT * FROM replay_audit")
     assert audit["mode"] == "ids" and audit["replayed"] == 1 and audit["event_ids"] == [ids[0]]
     assert audit["requested_by"] and audit["finished_at"] is not None
+    # The event's history names the replay.
+    (replay,) = run_json(env, "events", "show", ids[0])["replays"]
+    assert (replay["id"], replay["via"], replay["mode"]) == (audit["id"], "cli", "ids")
+    assert run_json(env, "events", "show", ids[1])["replays"] == []
+    assert "REPLAYS" in run_cli(env, "events", "show", ids[0]).stdout
 
 
 def test_replay_refuses_finished_events_without_force(
