@@ -120,10 +120,13 @@ class RequireAuth:
             session = self.auth.read_session(conn.cookies.get(COOKIE))
             if session is not None:
                 state.update(operator=session.operator, session=session)
-            elif _wants_html(conn) and scope["method"] == "GET":
-                target = scope["path"] + (
-                    "?" + scope["query_string"].decode("latin-1") if scope["query_string"] else ""
-                )
+            elif _wants_html(conn):
+                # A browser: to the login form, then back to the page it asked for (a form it
+                # posted is not carried out).
+                query = scope["query_string"].decode("latin-1")
+                target = scope["path"] + ("?" + query if query else "")
+                if scope["method"] != "GET":
+                    target = "/"
                 response = RedirectResponse(login_url(target), status_code=303)
             else:
                 response = unauthorized()

@@ -93,10 +93,12 @@ def test_no_page_and_no_action_without_the_token(
             "/dead-letters/bulk",
         ]
         for path in actions:
-            for headers in ({}, HTML, {"Authorization": "Bearer nope"}):
-                data = {"reason": "x", "action": "replay"}
-                refused = client.post(path, data=data, headers=headers)
-                assert refused.status_code == 401, path
+            data = {"reason": "x", "action": "replay"}
+            for headers in ({}, {**HTML, "Authorization": "Bearer nope"}):
+                assert client.post(path, data=data, headers=headers).status_code == 401, path
+            browser_post = client.post(path, data=data, headers=HTML)
+            assert browser_post.status_code == 303
+            assert browser_post.headers["location"].startswith("/login")
     assert run_json(console_env, "stats")["dead"] == 5
     assert _audits(database_url) == []
 
