@@ -24,6 +24,7 @@ run: install
 test: install
 	@scripts/services.sh test
 	@scripts/promtool.sh
+	@scripts/browser.sh
 	$(BIN)/python -m pytest
 
 lint: install

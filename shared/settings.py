@@ -14,6 +14,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from dotenv import dotenv_values
+from psycopg import ProgrammingError
+from psycopg.conninfo import conninfo_to_dict
+from redis.connection import parse_url
 
 from shared.errors import SettingsError
 
@@ -59,6 +62,28 @@ def _shown(value: str) -> str:
     return repr(value) if len(value) <= 40 else f"{value[:20]!r}... ({len(value)} characters)"
 
 
+# The messages of these two never quote the value: a URL may hold a password.
+def postgres_dsn(name: str, value: str) -> str:
+    try:
+        conninfo_to_dict(value)
+    except ProgrammingError:
+        raise SettingsError(
+            f"{name} is neither a PostgreSQL URL (postgresql://user:password@host:5432/dbname)"
+            " nor a conninfo string"
+        ) from None
+    return value
+
+
+def redis_address(name: str, value: str) -> str:
+    try:
+        parse_url(value)  # type: ignore[no-untyped-call]
+    except ValueError:
+        raise SettingsError(
+            f"{name} is not a Redis URL (redis://host:6379/0, rediss://..., unix://...)"
+        ) from None
+    return value
+
+
 def comma_separated(name: str, value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
 
@@ -89,8 +114,12 @@ def var_of(f: Any) -> Var:
 
 @dataclass(frozen=True)
 class Settings:
-    database_url: str = setting(DEFAULT_DATABASE_URL, "DATABASE_URL", text, "PostgreSQL DSN.")
-    redis_url: str = setting(DEFAULT_REDIS_URL, "REDIS_URL", text, "Redis for the Dramatiq broker.")
+    database_url: str = setting(
+        DEFAULT_DATABASE_URL, "DATABASE_URL", postgres_dsn, "PostgreSQL DSN."
+    )
+    redis_url: str = setting(
+        DEFAULT_REDIS_URL, "REDIS_URL", redis_address, "Redis for the Dramatiq broker."
+    )
     # Tests give each run its own.
     redis_namespace: str = setting(
         "dramatiq",
@@ -250,8 +279,22 @@ class Settings:
         100,
         "REPLAY_CONFIRM_THRESHOLD",
         whole_number,
-        "Bulk replays above this many events ask for confirmation unless `--yes`.",
+        "Bulk replays and purges above this many events ask for confirmation unless `--yes`.",
     )
+    console_token: str | None = setting(
+        None,
+        "CONSOLE_TOKEN",
+        text,
+        "The console's access token (at least 16 characters), sent as `Authorization: Bearer`"
+        " or typed into its login form; `console` refuses to start without it.",
+    )
+    console_host: str = setting(
+        "127.0.0.1",
+        "CONSOLE_HOST",
+        text,
+        "Address the console listens on (the default: this machine only).",
+    )
+    console_port: int = setting(8001, "CONSOLE_PORT", whole_number, "The console's port.")
     log_level: str = setting(
         "info",
         "LOG_LEVEL",
@@ -342,6 +385,17 @@ class Settings:
                 "(whsec_..., comma-separated for rotation)"
             )
         return self.webhook_secrets
+
+    def require_console_token(self) -> str:
+        token = self.console_token
+        if not token:
+            raise SettingsError(
+                "CONSOLE_TOKEN is not set: give the console an access token"
+                " (at least 16 characters, e.g. from `openssl rand -hex 32`)"
+            )
+        if len(token) < 16:
+            raise SettingsError(f"CONSOLE_TOKEN must be at least 16 characters, not {len(token)}")
+        return token
 
     def with_overrides(self, **changes: Any) -> Settings:
         return replace(self, **changes)

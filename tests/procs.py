@@ -277,3 +277,34 @@ def run_web(
         stop_timeout=stop_timeout,
     ):
         yield f"http://127.0.0.1:{port}"
+
+
+@dataclass
+class Served:
+    url: str
+    process: Running
+
+
+@contextlib.contextmanager
+def run_console(env: Mapping[str, str], *, timeout: float = 30.0) -> Iterator[Served]:
+    """`python -m stripe_ingest.console` on a free port; yields its base URL and process once
+    /healthz answers. CONSOLE_TOKEN must be in `env`."""
+    port = free_port()
+    full = {**env, "CONSOLE_PORT": str(port)}
+    base_url = f"http://127.0.0.1:{port}"
+    with run_process("console", [sys.executable, "-m", "stripe_ingest.console"], full) as running:
+
+        def healthy() -> bool:
+            if not running.alive():
+                raise RuntimeError(f"console exited ({running.proc.returncode}):\n{running.logs()}")
+            try:
+                with urllib.request.urlopen(f"{base_url}/healthz", timeout=1) as response:
+                    return bool(response.status == 200)
+            except (urllib.error.URLError, OSError):
+                return False
+
+        try:
+            wait_until(healthy, timeout, interval=0.1)
+        except TimeoutError:
+            raise TimeoutError(f"console not up within {timeout}s:\n{running.logs()}") from None
+        yield Served(base_url, running)

@@ -30,7 +30,7 @@ from tests.databases import ADMIN_URL
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("ingest", "shared", "stripe_ingest", "worker")
-SHIPPED = ("*.py", "*.lua", "*.sql")
+SHIPPED = ("*.py", "*.lua", "*.sql", "*.html", "*.css")
 _NOT_SOURCE = shutil.ignore_patterns(
     ".git", ".venv", ".data", "__pycache__", "*.egg-info", "build", ".*_cache", ".work"
 )
@@ -230,3 +230,22 @@ def test_the_version_has_one_source_and_the_command_prints_it(installed: Install
     )
     assert module.stdout == f"{version}\n"
     assert installed.wheel.name.startswith(f"stripe_ingest-{version}-")
+
+
+def test_the_installed_console_serves_its_pages_and_stylesheet(installed: Installed) -> None:
+    """Templates and the stylesheet ship as package data and are found from the installed copy."""
+    result = installed.run(
+        "python",
+        "-c",
+        "from starlette.testclient import TestClient\n"
+        "from shared.settings import Settings\n"
+        "from stripe_ingest.console.app import create_app\n"
+        "app = create_app(Settings(console_token='t' * 20))\n"
+        "with TestClient(app) as c:\n"
+        "    print(c.get('/login').status_code, c.get('/static/console.css').status_code)\n"
+        "import stripe_ingest.console.app as m; print(m.__file__)",
+    )
+    assert result.returncode == 0, result.stderr
+    codes, path = result.stdout.splitlines()
+    assert codes == "200 200"
+    assert Path(path).is_relative_to(installed.site)

@@ -32,7 +32,7 @@ _DATABASE = (
         "Pending events whose next attempt is due later (after a failure's backoff).",
         "waiting_retry",
     ),
-    ("stripe_events_dead", "Events dead-lettered now.", "dead"),
+    ("stripe_events_dead", "Open dead letters: dead events not resolved.", "dead"),
     (
         "stripe_events_oldest_pending_age_seconds",
         "Age of the oldest pending event since its latest enqueue: its receipt, or the replay"

@@ -97,7 +97,8 @@ GIVE_UP = (
     SELECT id, clock_timestamp(), attempts, %(error)s, %(traceback)s FROM failed
     ON CONFLICT (event_id) DO UPDATE
     SET dead_at = EXCLUDED.dead_at, attempts = EXCLUDED.attempts, error = EXCLUDED.error,
-        traceback = EXCLUDED.traceback, replayed_at = NULL
+        traceback = EXCLUDED.traceback, replayed_at = NULL,
+        resolved_at = NULL, resolved_by = NULL, resolution = NULL
 )
 INSERT INTO event_attempts (event_id, attempt, started_at, finished_at, outcome, error, worker)
 SELECT id, attempts, %(started)s, clock_timestamp(), 'dead', %(error)s, %(worker)s FROM failed
@@ -178,10 +179,13 @@ RETURNING e.id, e.ordering_key, e.created, e.received_at
 
 # What the gauges read when Prometheus scrapes. A pending event's age counts from its latest
 # enqueue (receipt or replay); the age since receipt is kept beside it. A claimed suspect's
-# next_attempt_at (9999-12-31) is not a retry's wait.
+# next_attempt_at (9999-12-31) is not a retry's wait. `dead` counts the open dead letters:
+# resolved ones (migrations/0008) stay dead but no longer count.
 BACKLOG = """
 SELECT p.pending, p.waiting_retry,
-       (SELECT count(*) FROM stripe_events WHERE status = 'dead') AS dead,
+       (SELECT count(*) FROM stripe_events e WHERE status = 'dead' AND NOT EXISTS (
+            SELECT 1 FROM dead_letters d WHERE d.event_id = e.id AND d.resolved_at IS NOT NULL
+       )) AS dead,
        COALESCE(EXTRACT(EPOCH FROM clock_timestamp() - p.oldest_enqueued), 0)::float8
            AS oldest_pending_s,
        COALESCE(EXTRACT(EPOCH FROM clock_timestamp() - p.oldest_received), 0)::float8

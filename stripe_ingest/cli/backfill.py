@@ -4,7 +4,9 @@ Stripe lists events newest first. A run first fetches every page (cursor `starti
 `backfill_events`, then stores them oldest first, in chunks, with the receiver's own insert
 (`ON CONFLICT DO NOTHING`) and enqueues the new ids after each commit. Each page and each chunk
 commits with the run's progress in `backfill_runs`, so an interrupted run resumes where it
-stopped: the next `backfill` with the same `--types` and `--undelivered-only` picks it up.
+stopped: the next `backfill` with the same `--types`, `--undelivered-only` and `--since` picks it
+up. A different `--since` (beyond SINCE_SLACK, so that `--since 2h` run again soon still matches)
+is refused unless `--resume` (keep the run's window) or `--fresh` (abandon it) says which.
 """
 
 from __future__ import annotations
@@ -23,13 +25,14 @@ from shared.errors import error_line
 from shared.settings import Settings
 from stripe_ingest.cli import store
 from stripe_ingest.cli.context import Context, json_option, pass_context
+from stripe_ingest.cli.operations import Enqueuer, operator
 from stripe_ingest.cli.output import emit_json
 from stripe_ingest.cli.params import WHEN
-from stripe_ingest.cli.replay import Enqueuer, operator
 
 RETENTION = timedelta(days=30)
 PAGE_SIZE = 100
 MAX_TYPES = 20  # Stripe's limit on types[]
+SINCE_SLACK = timedelta(minutes=5)
 
 
 def _types(values: tuple[str, ...]) -> list[str]:
@@ -44,6 +47,9 @@ def _types(values: tuple[str, ...]) -> list[str]:
 @click.option("--types", "types_", multiple=True, metavar="TYPE[,TYPE]", help="Only these types.")
 @click.option("--undelivered-only", is_flag=True, help="Only events Stripe failed to deliver.")
 @click.option("--fresh", is_flag=True, help="Abandon an interrupted run instead of resuming it.")
+@click.option(
+    "--resume", is_flag=True, help="Resume an interrupted run even if its --since differs."
+)
 @click.option("--chunk-size", type=click.IntRange(min=1), default=500, show_default=True)
 @json_option
 @pass_context
@@ -53,6 +59,7 @@ def backfill(
     types_: tuple[str, ...],
     undelivered_only: bool,
     fresh: bool,
+    resume: bool,
     chunk_size: int,
     as_json: bool,
 ) -> None:
@@ -66,11 +73,20 @@ def backfill(
     if not settings.stripe_api_key:
         raise click.UsageError("STRIPE_API_KEY is not set: backfill reads Stripe's Events API")
     types = _types(types_)
+    if fresh and resume:
+        raise click.UsageError("give --fresh or --resume, not both")
     with store.session(settings.database_url) as conn:
         run = store.open_run(conn, types, undelivered_only)
         if run is not None and fresh:
             store.abandon_run(conn, run["id"])
             run = None
+        if run is not None and not resume and abs(run["since"] - since) > SINCE_SLACK:
+            raise click.UsageError(
+                f"backfill run #{run['id']} was interrupted with --since "
+                f"{run['since'].isoformat()} ({run['fetched']} fetched), not "
+                f"{since.isoformat()}: pass --resume to finish it with its own window, "
+                "or --fresh to abandon it and start over"
+            )
         if run is None:
             run = store.create_run(conn, operator(), since, types, undelivered_only)
         else:
@@ -183,5 +199,7 @@ def _store(
                 dupes += taken - len(ids)
                 bar.update(taken)
     finally:
-        enqueuer.close(settings)
+        warning = enqueuer.close()
+        if warning:
+            click.echo(f"warning: {warning}", err=True)
     return new, dupes - malformed[0], malformed[0], enqueuer

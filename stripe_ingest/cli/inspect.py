@@ -1,4 +1,4 @@
-"""`events list|show`, `dead-letters list|show` and `stats`: what is stored, what failed, why."""
+"""`events list|show` and `stats`: what is stored, what failed, why."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import click
 from shared.db import Connection
 from stripe_ingest.cli import store
 from stripe_ingest.cli.context import Context, json_option, pass_context
-from stripe_ingest.cli.output import dumps, emit_json, human_duration, pairs, table
+from stripe_ingest.cli.output import cell, dumps, emit_json, human_duration, pairs, shown, table
 from stripe_ingest.cli.params import WHEN
 
 _filters = [
@@ -52,8 +52,9 @@ def events_list(
     f = store.Filter(status=status, type=event_type, customer=customer, since=since, limit=limit)
     with store.session(ctx.settings.database_url) as conn:
         rows = store.list_events(conn, f)
+        total = store.count_events(conn, f)
     if as_json:
-        emit_json(rows)
+        emit_json({"events": rows, "shown": len(rows), "total": total})
         return
     table(
         rows,
@@ -61,9 +62,10 @@ def events_list(
         widths={"last_error": 50},
         empty="no events match",
     )
+    shown(len(rows), total)
 
 
-def _load(conn: Connection, event_id: str) -> store.Row:
+def load(conn: Connection, event_id: str) -> store.Row:
     row = store.get_event(conn, event_id)
     if row is None:
         raise click.ClickException(f"unknown event id: {event_id}")
@@ -77,23 +79,42 @@ def _load(conn: Connection, event_id: str) -> store.Row:
 def events_show(ctx: Context, event_id: str, as_json: bool) -> None:
     """One event: its row, attempt history and payload."""
     with store.session(ctx.settings.database_url) as conn:
-        row = _load(conn, event_id)
+        row = load(conn, event_id)
         history = store.attempts(conn, event_id)
         dead = store.dead_letter(conn, event_id)
+        replays = store.replays_of(conn, event_id)
     payload = row.pop("payload")
     if as_json:
-        emit_json({"event": row, "attempts": history, "dead_letter": dead, "payload": payload})
+        emit_json(
+            {
+                "event": row,
+                "attempts": history,
+                "dead_letter": dead,
+                "replays": replays,
+                "payload": payload,
+            }
+        )
         return
     pairs(list(row.items()))
-    _history(history)
+    history_table(history)
     if dead:
         click.echo("\nDEAD LETTER")
         pairs([("dead_at", dead["dead_at"]), ("error", dead["error"])])
+        if dead["resolved_at"]:
+            pairs(
+                [
+                    ("resolved", f"{cell(dead['resolved_at'])} by {dead['resolved_by']}"),
+                    ("resolution", dead["resolution"]),
+                ]
+            )
+    if replays:
+        click.echo("\nREPLAYS")
+        table(replays, ["id", "started_at", "requested_by", "via", "mode", "forced"])
     click.echo("\nPAYLOAD")
     click.echo(dumps(payload))
 
 
-def _history(history: list[store.Row]) -> None:
+def history_table(history: list[store.Row]) -> None:
     click.echo("\nATTEMPTS")
     table(
         history,
@@ -101,74 +122,6 @@ def _history(history: list[store.Row]) -> None:
         widths={"error": 60},
         empty="(no attempts logged)",
     )
-
-
-@click.group("dead-letters")
-def dead_letters() -> None:
-    """What is dead, and why."""
-
-
-@dead_letters.command("list")
-@filters
-@click.option("--since", type=WHEN, help="Died at or after WHEN (ISO date/time, or 2h, 3d).")
-@json_option
-@pass_context
-def dead_list(
-    ctx: Context,
-    event_type: str | None,
-    customer: str | None,
-    limit: int,
-    since: datetime | None,
-    as_json: bool,
-) -> None:
-    """Dead events, oldest first."""
-    f = store.Filter(type=event_type, customer=customer, since=since, limit=limit)
-    with store.session(ctx.settings.database_url) as conn:
-        rows = store.list_dead(conn, f)
-    if as_json:
-        emit_json(rows)
-        return
-    table(
-        rows,
-        ["event_id", "type", "ordering_key", "dead_at", "attempts", "error"],
-        widths={"error": 60},
-        empty="no dead letters",
-    )
-
-
-@dead_letters.command("show")
-@click.argument("event_id")
-@json_option
-@pass_context
-def dead_show(ctx: Context, event_id: str, as_json: bool) -> None:
-    """One dead event: the error, its traceback, attempt history and payload."""
-    with store.session(ctx.settings.database_url) as conn:
-        row = _load(conn, event_id)
-        dead = store.dead_letter(conn, event_id)
-        history = store.attempts(conn, event_id)
-    if dead is None:
-        raise click.ClickException(f"{event_id} is not dead (status {row['status']})")
-    payload = row.pop("payload")
-    if as_json:
-        emit_json({"dead_letter": dead, "event": row, "attempts": history, "payload": payload})
-        return
-    pairs(
-        [
-            ("event_id", event_id),
-            ("type", row["type"]),
-            ("ordering_key", row["ordering_key"]),
-            ("created", row["created"]),
-            ("dead_at", dead["dead_at"]),
-            ("attempts", dead["attempts"]),
-            ("error", dead["error"]),
-        ]
-    )
-    click.echo("\nTRACEBACK")
-    click.echo((dead["traceback"] or "(none recorded)").rstrip())
-    _history(history)
-    click.echo("\nPAYLOAD")
-    click.echo(dumps(payload))
-    click.echo(f"\nAfter fixing the cause: stripe-ingest replay {event_id}")
 
 
 @click.command()
@@ -195,7 +148,7 @@ def print_stats(s: dict[str, Any]) -> None:
             ("total", s["total"]),
             ("backlog", f"{s['backlog']} pending ({s['waiting_retry']} waiting for a retry)"),
             ("oldest pending", _oldest(s)),
-            ("dead letters", s["dead"]),
+            ("dead letters", f"{s['dead']} open ({s['dead_resolved']} resolved)"),
             (
                 "throughput",
                 f"{t['finished']} finished in {t['minutes']} min ({t['per_minute']}/min)",

@@ -5,18 +5,23 @@ from __future__ import annotations
 import sys
 
 import click
+import redis
 
-from shared.db import DatabaseUnavailable
+from shared.errors import DatabaseUnavailable, Outage, error_line
 from shared.migrate import MigrationError
 from shared.migrate import migrate as run_migrations
 from stripe_ingest import __version__
 from stripe_ingest.cli.backfill import backfill
 from stripe_ingest.cli.context import Context, pass_context
+from stripe_ingest.cli.customers import customers
+from stripe_ingest.cli.dead_letters import dead_letters
 from stripe_ingest.cli.demo import demo
-from stripe_ingest.cli.inspect import dead_letters, events, stats
+from stripe_ingest.cli.inspect import events, stats
+from stripe_ingest.cli.operations import Refused
 from stripe_ingest.cli.purge import purge
 from stripe_ingest.cli.reconcile import reconcile
 from stripe_ingest.cli.replay import replay
+from stripe_ingest.cli.replays import replays
 
 __all__ = ["Context", "cli", "main", "pass_context"]
 
@@ -39,18 +44,33 @@ def migrate(ctx: Context) -> None:
     )
 
 
-for command in (events, dead_letters, stats, replay, backfill, reconcile, purge, demo):
+for command in (
+    events,
+    dead_letters,
+    customers,
+    stats,
+    replay,
+    replays,
+    backfill,
+    reconcile,
+    purge,
+    demo,
+):
     cli.add_command(command)
 
 
 def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=argv, prog_name="stripe-ingest", standalone_mode=True)
-    except DatabaseUnavailable as e:
-        click.echo(f"error: database unavailable: {e}", err=True)
+    except Outage as e:
+        what = "database" if isinstance(e, DatabaseUnavailable) else "redis"
+        click.echo(f"error: {what} unavailable: {e}", err=True)
         sys.exit(1)
-    except MigrationError as e:
+    except (MigrationError, Refused) as e:
         click.echo(f"error: {e}", err=True)
+        sys.exit(1)
+    except redis.RedisError as e:  # a command that reaches Redis outside the Enqueuer
+        click.echo(f"error: redis unavailable: {error_line(e, with_type=False)}", err=True)
         sys.exit(1)
 
 

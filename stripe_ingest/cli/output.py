@@ -75,3 +75,9 @@ def human_duration(seconds: float | None) -> str:
     if seconds < 86400:
         return f"{seconds // 3600:.0f}h{(seconds % 3600) // 60:02.0f}m"
     return f"{seconds // 86400:.0f}d{(seconds % 86400) // 3600:02.0f}h"
+
+
+def shown(count: int, total: int, hint: str = "--limit N shows more") -> None:
+    """The closing line of a capped list: how many of how many."""
+    if total:
+        click.echo(f"{count} of {total} shown" + (f" ({hint})" if count < total else ""))

@@ -22,9 +22,9 @@ from shared.errors import error_line
 from stripe_ingest.cli import store
 from stripe_ingest.cli.context import Context, json_option, pass_context
 from stripe_ingest.cli.drift import KINDS, Drift, classify
+from stripe_ingest.cli.operations import operator
 from stripe_ingest.cli.output import cell, emit_json, pairs, table
 from stripe_ingest.cli.params import WHEN
-from stripe_ingest.cli.replay import operator
 from stripe_ingest.cli.stripe_lists import Page, StripeReader
 from worker.mirror import objects, versions
 

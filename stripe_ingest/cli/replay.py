@@ -7,59 +7,18 @@ are pending all the same and the sweeper enqueues them after its lease.
 
 from __future__ import annotations
 
-import getpass
 import sys
-from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 import click
 
 from shared.db import Connection
-from shared.errors import error_line
-from shared.settings import Settings
-from stripe_ingest.cli import store
-from stripe_ingest.cli.context import Context, json_option, pass_context
+from stripe_ingest.cli import operations, store
+from stripe_ingest.cli.context import Context, confirm, json_option, pass_context
+from stripe_ingest.cli.operations import Refused
 from stripe_ingest.cli.output import emit_json, table
 from stripe_ingest.cli.params import WHEN
-
-
-def operator() -> str:
-    try:
-        return getpass.getuser()
-    except Exception:
-        return "unknown"
-
-
-class Enqueuer:
-    """Enqueues after each commit; counts what Redis refused instead of failing the replay."""
-
-    def __init__(self, settings: Settings) -> None:
-        from shared.broker import make_broker
-
-        self.broker = make_broker(settings)
-        self.sent = 0
-        self.failed = 0
-        self.error: str | None = None
-
-    def send(self, ids: Sequence[str]) -> None:
-        from shared.broker import enqueue_events
-
-        try:
-            self.sent += enqueue_events(self.broker, ids)
-        except Exception as e:  # redis-py raises several unrelated types
-            self.failed += len(ids)
-            self.error = error_line(e, with_type=False)
-
-    def close(self, settings: Settings) -> None:
-        self.broker.close()
-        if self.failed:
-            click.echo(
-                f"warning: {self.failed} event(s) are pending but could not be enqueued "
-                f"({self.error}); the sweeper enqueues them within "
-                f"{settings.sweeper_lease_seconds:g}s of a working Redis",
-                err=True,
-            )
 
 
 @click.command()
@@ -110,65 +69,50 @@ def replay(
             mode, described = "dead", flt.as_json()
         else:
             ids = list(dict.fromkeys(event_ids))
-            _check_ids(store.statuses(conn, ids), ids, force)
+            try:
+                operations.check_replayable(conn, ids, force)
+            except Refused as e:
+                raise click.ClickException(str(e)) from e
             mode, described = "ids", {"ids": ids}
         if dry_run or not ids:
             _report_plan(conn, ids, as_json, dry_run)
             return
         if dead and len(ids) > settings.replay_confirm_threshold and not yes:
-            _confirm(len(ids), settings.replay_confirm_threshold)
-        audit_id = store.start_audit(conn, operator(), mode, described, force, len(ids))
-        enqueuer = Enqueuer(settings)
-        done: list[str] = []
-        try:
-            with click.progressbar(
-                length=len(ids), label="replaying", file=sys.stderr, show_pos=True
-            ) as bar:
-                for start in range(0, len(ids), batch_size):
-                    batch = ids[start : start + batch_size]
-                    replayed = store.replay_batch(conn, audit_id, batch, force)
-                    enqueuer.send(replayed)
-                    done.extend(replayed)
-                    bar.update(len(batch))
-            store.finish_audit(conn, audit_id)
-        finally:
-            enqueuer.close(settings)
-    skipped = len(ids) - len(done)
+            confirm(f"Replay {len(ids)} dead events", settings.replay_confirm_threshold)
+        with click.progressbar(
+            length=len(ids), label="replaying", file=sys.stderr, show_pos=True
+        ) as bar:
+            result = operations.replay(
+                conn,
+                settings,
+                ids,
+                who=operations.operator(),
+                mode=mode,
+                described=described,
+                force=force,
+                batch_size=batch_size,
+                progress=bar.update,
+            )
+    if result.warning:
+        click.echo(f"warning: {result.warning}", err=True)
     if as_json:
         emit_json(
             {
-                "audit_id": audit_id,
-                "matched": len(ids),
-                "replayed": len(done),
-                "enqueued": enqueuer.sent,
-                "skipped": skipped,
-                "ids": done,
+                "audit_id": result.audit_id,
+                "matched": result.matched,
+                "replayed": len(result.ids),
+                "enqueued": result.enqueued,
+                "skipped": result.skipped,
+                "ids": result.ids,
             }
         )
     else:
-        click.echo(f"replayed {len(done)} event(s), enqueued {enqueuer.sent} (audit #{audit_id})")
-        if skipped:
-            click.echo(f"{skipped} event(s) changed status meanwhile and were left alone")
-
-
-def _check_ids(found: dict[str, str], ids: list[str], force: bool) -> None:
-    missing = [i for i in ids if i not in found]
-    if missing:
-        raise click.ClickException("unknown event id(s): " + ", ".join(missing))
-    finished = [i for i in ids if found[i] in ("processed", "ignored")]
-    if finished and not force:
-        listed = ", ".join(f"{i} ({found[i]})" for i in finished)
-        raise click.ClickException(
-            f"already finished: {listed}; pass --force to run them again "
-            "(handlers are idempotent and stale-protected)"
+        click.echo(
+            f"replayed {len(result.ids)} event(s), enqueued {result.enqueued} "
+            f"(audit #{result.audit_id})"
         )
-
-
-def _confirm(count: int, threshold: int) -> None:
-    question = f"Replay {count} dead events (more than {threshold})?"
-    if not sys.stdin.isatty():
-        raise click.UsageError(f"{question} Not asking without a terminal: pass --yes to confirm.")
-    click.confirm(question, abort=True, err=True)
+        if result.skipped:
+            click.echo(f"{result.skipped} event(s) changed status meanwhile and were left alone")
 
 
 def _report_plan(conn: Connection, ids: list[str], as_json: bool, dry_run: bool) -> None:

@@ -140,3 +140,32 @@ def test_backfilled_events_are_processed_by_the_workers(
     counts = run_json(env, "stats")["counts"]
     assert counts["dead"] == 0 and counts["processed"] + counts["ignored"] == 230
     assert counts["processed"] > 0
+
+
+def test_an_interrupted_run_with_another_since_is_refused_unless_told(
+    env: dict[str, str], database_url: str, fake: FakeStripe
+) -> None:
+    fake.fail_on_request = 2
+    assert run_cli(_env(env, fake), "backfill", "--since", "1d").returncode == 1
+    (run,) = rows(database_url, "SELECT id, since FROM backfill_runs")
+
+    # The same relative --since a moment later still resumes it; a wider window does not.
+    refused = run_cli(_env(env, fake), "backfill", "--since", "2d")
+    assert refused.returncode == 2, refused.stderr
+    assert f"backfill run #{run['id']} was interrupted with --since" in refused.stderr
+    assert "--resume" in refused.stderr and "--fresh" in refused.stderr
+    assert "Traceback" not in refused.stderr and _stored(database_url) == []
+    assert (
+        run_cli(_env(env, fake), "backfill", "--since", "2d", "--fresh", "--resume").returncode == 2
+    )
+
+    resumed = run_json(_env(env, fake), "backfill", "--since", "2d", "--resume")
+    assert resumed["run_id"] == run["id"] and resumed["new"] == 230
+    assert resumed["since"] == run["since"].isoformat()  # its own window, as it said
+
+    fake.fail_on_request = len(fake.queries) + 2
+    assert run_cli(_env(env, fake), "backfill", "--since", "1d").returncode == 1
+    fresh = run_json(_env(env, fake), "backfill", "--since", "150.5m", "--fresh")
+    assert fresh["run_id"] != run["id"] and fresh["fetched"] == 150
+    phases = rows(database_url, "SELECT phase FROM backfill_runs ORDER BY id")
+    assert [p["phase"] for p in phases] == ["done", "abandoned", "done"]

@@ -32,19 +32,21 @@ def seeded(env: dict[str, str], database_url: str) -> dict[str, list[str]]:
 
 
 def test_events_list_filters_and_json(env: dict[str, str], seeded: dict[str, list[str]]) -> None:
-    everything = run_json(env, "events", "list")
+    everything = run_json(env, "events", "list")["events"]
     assert {e["id"] for e in everything} == set(seeded["paid"] + seeded["subs"])
     assert [e["created"] for e in everything] == sorted(
         (e["created"] for e in everything), reverse=True
     )
-    pending = run_json(env, "events", "list", "--status", "pending")
+    pending = run_json(env, "events", "list", "--status", "pending")["events"]
     assert {e["id"] for e in pending} == {seeded["paid"][1], seeded["paid"][2], seeded["subs"][1]}
-    typed = run_json(env, "events", "list", "--type", "invoice.paid", "--limit", "2")
+    typed = run_json(env, "events", "list", "--type", "invoice.paid", "--limit", "2")["events"]
     assert len(typed) == 2 and {e["type"] for e in typed} == {"invoice.paid"}
-    other = run_json(env, "events", "list", "--customer", "cus_other")
+    other = run_json(env, "events", "list", "--customer", "cus_other")["events"]
     assert [e["id"] for e in other] == [seeded["paid"][2]]
-    assert run_json(env, "events", "list", "--since", "2h") == []  # corpus events are from 2023
-    recent = run_json(env, "events", "list", "--since", "2023-11-14T22:13:21Z")
+    assert (
+        run_json(env, "events", "list", "--since", "2h")["events"] == []
+    )  # corpus events are from 2023
+    recent = run_json(env, "events", "list", "--since", "2023-11-14T22:13:21Z")["events"]
     assert {e["id"] for e in recent} == {seeded["paid"][1], seeded["paid"][2], seeded["subs"][1]}
 
 
@@ -53,7 +55,8 @@ def test_events_list_prints_a_table(env: dict[str, str], seeded: dict[str, list[
     assert result.returncode == 0, result.stderr
     header, *lines = result.stdout.splitlines()
     assert header.split()[:4] == ["ID", "TYPE", "STATUS", "ATTEMPTS"]
-    assert len(lines) == 1 and seeded["subs"][0] in lines[0] and "dead" in lines[0]
+    assert len(lines) == 2 and seeded["subs"][0] in lines[0] and "dead" in lines[0]
+    assert lines[1] == "1 of 1 shown"
 
 
 def test_events_show(env: dict[str, str], seeded: dict[str, list[str]]) -> None:
@@ -70,10 +73,10 @@ def test_events_show(env: dict[str, str], seeded: dict[str, list[str]]) -> None:
 
 def test_dead_letters_list_and_show(env: dict[str, str], seeded: dict[str, list[str]]) -> None:
     dead_id = seeded["subs"][0]
-    listed = run_json(env, "dead-letters", "list")
+    listed = run_json(env, "dead-letters", "list")["dead_letters"]
     assert [d["event_id"] for d in listed] == [dead_id]
     assert listed[0]["error"] == "KeyError: 'plan'" and listed[0]["attempts"] == 3
-    assert run_json(env, "dead-letters", "list", "--type", "invoice.paid") == []
+    assert run_json(env, "dead-letters", "list", "--type", "invoice.paid")["dead_letters"] == []
     shown = run_json(env, "dead-letters", "show", dead_id)
     assert shown["dead_letter"]["traceback"].startswith("Traceback")
     assert (

@@ -50,3 +50,16 @@ def test_purge_deletes_old_finished_events_only(env: dict[str, str], database_ur
     assert {r["id"] for r in rows(database_url, "SELECT id FROM stripe_events")} == set(
         old_pending + old_dead
     )
+
+
+def test_purging_more_than_the_threshold_asks_first(env: dict[str, str], database_url: str) -> None:
+    ids = store_events(database_url, corpus_events(PAID, 5))
+    finish(database_url, ids, "processed", "10 days")
+    small = {**env, "REPLAY_CONFIRM_THRESHOLD": "4"}
+    refused = run_cli(small, "purge", "--older-than", "7d")
+    assert refused.returncode == 2
+    assert "Delete 5 finished events (more than 4)?" in refused.stderr
+    assert "pass --yes" in refused.stderr
+    assert len(rows(database_url, "SELECT id FROM stripe_events")) == 5
+    assert run_json(small, "purge", "--older-than", "7d", "--dry-run")["matched"] == 5
+    assert run_json(small, "purge", "--older-than", "7d", "--yes")["deleted"] == 5

@@ -58,6 +58,11 @@ def test_replay_by_id_resets_removes_the_dead_letter_enqueues_and_audits(
     (audit,) = rows(database_url, "SELECT * FROM replay_audit")
     assert audit["mode"] == "ids" and audit["replayed"] == 1 and audit["event_ids"] == [ids[0]]
     assert audit["requested_by"] and audit["finished_at"] is not None
+    # The event's history names the replay.
+    (replay,) = run_json(env, "events", "show", ids[0])["replays"]
+    assert (replay["id"], replay["via"], replay["mode"]) == (audit["id"], "cli", "ids")
+    assert run_json(env, "events", "show", ids[1])["replays"] == []
+    assert "REPLAYS" in run_cli(env, "events", "show", ids[0]).stdout
 
 
 def test_replay_refuses_finished_events_without_force(
@@ -190,3 +195,21 @@ def test_on_a_terminal_a_large_bulk_replay_asks_and_respects_the_answer(
         assert proc.returncode == (0 if answer == "y" else 1), err
         assert ("replayed 4 event(s)" in out) == (answer == "y")
         assert {s["status"] for s in _state(database_url, ids).values()} == {expected}
+
+
+def test_replays_list_shows_the_audit_newest_first(env: dict[str, str], database_url: str) -> None:
+    ids = store_events(database_url, corpus_events(PAID, 3))
+    kill(database_url, ids)
+    run_json(env, "replay", ids[0])
+    run_json(env, "replay", "--dead", "--type", "invoice.paid", "--limit", "1")
+    listed = run_json(env, "replays", "list")
+    assert (listed["shown"], listed["total"]) == (2, 2)
+    newest, oldest = listed["replays"]
+    assert (newest["mode"], newest["replayed"], newest["via"]) == ("dead", 1, "cli")
+    assert newest["filter"]["type"] == "invoice.paid" and oldest["mode"] == "ids"
+    assert newest["requested_by"] and newest["finished_at"] is not None
+    text = run_cli(env, "replays", "list", "--limit", "1")
+    assert text.returncode == 0, text.stderr
+    header, line, closing = text.stdout.splitlines()
+    assert header.split()[:3] == ["ID", "STARTED_AT", "REQUESTED_BY"]
+    assert '"type":"invoice.paid"' in line and closing.startswith("1 of 2 shown")

@@ -67,7 +67,7 @@ def test_a_dead_event_fixed_and_replayed_by_id_is_processed_once(
     finally:
         broker.close()
     wait_until(lambda: _statuses(database_url, ids) == {"dead": 1}, timeout=30)
-    (dead,) = run_json(wenv, "dead-letters", "list")
+    (dead,) = run_json(wenv, "dead-letters", "list")["dead_letters"]
     assert dead["event_id"] == ids[0] and "broken" in dead["error"]
     assert _effects(database_url) == {}
 
@@ -76,7 +76,7 @@ def test_a_dead_event_fixed_and_replayed_by_id_is_processed_once(
     assert result.returncode == 0, result.stderr
     wait_until(lambda: _statuses(database_url, ids) == {"processed": 1}, timeout=30)
     assert _effects(database_url) == {ids[0]: 1}
-    assert run_json(wenv, "dead-letters", "list") == []
+    assert run_json(wenv, "dead-letters", "list")["dead_letters"] == []
     shown = run_json(wenv, "events", "show", ids[0])
     # The attempt log keeps the failed attempts from before the replay.
     outcomes = [a["outcome"] for a in shown["attempts"]]
@@ -108,7 +108,7 @@ def test_500_dead_events_replayed_by_filter_are_each_processed_once(
     assert set(effects) == set(ids) and set(effects.values()) == {1}
     # What did not match the filter is still dead, with its dead letter.
     assert _statuses(database_url, others) == {"dead": 5}
-    assert len(run_json(wenv, "dead-letters", "list")) == 5
+    assert len(run_json(wenv, "dead-letters", "list")["dead_letters"]) == 5
     (audit,) = rows(database_url, "SELECT * FROM replay_audit")
     assert audit["mode"] == "dead" and audit["replayed"] == 500
     assert audit["filter"]["type"] == "coupon.created" and audit["finished_at"] is not None

@@ -9,6 +9,8 @@ from shared.settings import (
     boolean,
     comma_separated,
     number,
+    postgres_dsn,
+    redis_address,
     text,
     var_of,
     whole_number,
@@ -21,6 +23,8 @@ SAMPLES = {
     number: "7.5",
     boolean: "true",
     comma_separated: "whsec_aaaaaaaaaaaaaaaa, whsec_bbbbbbbbbbbbbbbb",
+    postgres_dsn: "postgresql://db.example:6543/sample",
+    redis_address: "redis://redis.example:6380/3",
 }
 
 

@@ -1,9 +1,11 @@
-"""Every SQL statement of the CLI, with driver errors translated at this boundary.
+"""Every SQL statement of the CLI (and of the console, which reuses it), with driver errors
+translated at this boundary.
 
 A database that does not answer becomes `DatabaseUnavailable` (exit 1, one line); any other
 driver error becomes a `StoreError` with a one-line message (exit 1).
 """
 
+from stripe_ingest.cli.store.audit import count_replays, list_replays, replays_of, resolutions_of
 from stripe_ingest.cli.store.backfill import (
     abandon_run,
     create_run,
@@ -22,9 +24,12 @@ from stripe_ingest.cli.store.base import (
     session,
     translated,
 )
+from stripe_ingest.cli.store.customers import MIRROR, access_of, mirror_of
+from stripe_ingest.cli.store.dead import count_groups, dead_states, resolve, summary
 from stripe_ingest.cli.store.events import (
     attempts,
-    audits,
+    count_dead,
+    count_events,
     count_purgeable,
     dead_ids,
     dead_letter,
@@ -42,6 +47,7 @@ from stripe_ingest.cli.store.events import (
     statuses,
     table_columns,
 )
+from stripe_ingest.cli.store.overview import failures_by_hour, recent_lag
 from stripe_ingest.cli.store.reconcile import (
     finish_reconcile,
     mirror_ids,
@@ -50,31 +56,44 @@ from stripe_ingest.cli.store.reconcile import (
 )
 
 __all__ = [
+    "MIRROR",
     "STATUSES",
     "Connection",
     "Filter",
     "Row",
     "StoreError",
     "abandon_run",
+    "access_of",
     "attempts",
-    "audits",
+    "count_dead",
+    "count_events",
+    "count_groups",
     "count_purgeable",
+    "count_replays",
     "create_run",
     "dead_ids",
     "dead_letter",
+    "dead_states",
     "events_by_id",
+    "failures_by_hour",
     "finish_audit",
     "finish_reconcile",
     "finish_run",
     "get_event",
     "list_dead",
     "list_events",
+    "list_replays",
     "mirror_ids",
+    "mirror_of",
     "mirror_rows",
     "open_run",
     "progress",
     "purge_batch",
+    "recent_lag",
     "replay_batch",
+    "replays_of",
+    "resolutions_of",
+    "resolve",
     "save_page",
     "session",
     "staged_count",
@@ -83,6 +102,7 @@ __all__ = [
     "stats",
     "statuses",
     "store_chunk",
+    "summary",
     "table_columns",
     "translated",
     "write_objects",

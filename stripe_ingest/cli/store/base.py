@@ -66,13 +66,21 @@ def _one(conn: Connection, query: LiteralString, params: Any = None) -> Row | No
 
 @dataclass(frozen=True)
 class Filter:
-    """What `events list`, `dead-letters list` and `replay --dead` select."""
+    """What `events list`, `dead-letters list` and `replay --dead` select (and the console).
+
+    `customer` matches the customer's own events and those keyed by one of its charges (disputes,
+    refunds); `error` is a dead letter's exact error; `resolved` selects resolved dead letters
+    instead of the open ones; `offset` pages.
+    """
 
     status: str | None = None
     type: str | None = None
     customer: str | None = None
     since: datetime | None = None
     limit: int | None = None
+    error: str | None = None
+    resolved: bool = False
+    offset: int = 0
 
     def as_json(self) -> dict[str, Any]:
         return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in vars(self).items()}

@@ -17,23 +17,40 @@ _EVENT_COLUMNS: LiteralString = (
     " e.ordering_key, e.livemode, e.api_version, e.account, e.last_error, e.process_seq,"
     " e.next_attempt_at, e.enqueued_at"
 )
+# A customer's events: keyed by it, naming it, or keyed by one of its charges (a dispute or a
+# refund without a customer is keyed by its charge; the mirror knows whose charge it is).
 _CUSTOMER: LiteralString = (
     "(%(customer)s::text IS NULL OR e.ordering_key = %(customer)s"
-    " OR e.payload->'data'->'object'->>'customer' = %(customer)s)"
+    " OR e.payload->'data'->'object'->>'customer' = %(customer)s"
+    " OR e.ordering_key IN (SELECT id FROM charges WHERE customer_id = %(customer)s"
+    " UNION SELECT charge_id FROM disputes WHERE customer_id = %(customer)s"
+    " UNION SELECT charge_id FROM refunds WHERE customer_id = %(customer)s))"
+)
+_EVENTS_WHERE: LiteralString = (
+    " FROM stripe_events e"
+    " WHERE (%(status)s::text IS NULL OR e.status = %(status)s)"
+    " AND (%(type)s::text IS NULL OR e.type = %(type)s)"
+    " AND (%(since)s::timestamptz IS NULL OR e.created >= %(since)s)"
+    " AND " + _CUSTOMER
 )
 
 
 def list_events(conn: Connection, f: Filter) -> list[Row]:
     return _all(
         conn,
-        "SELECT " + _EVENT_COLUMNS + " FROM stripe_events e"
-        " WHERE (%(status)s::text IS NULL OR e.status = %(status)s)"
-        " AND (%(type)s::text IS NULL OR e.type = %(type)s)"
-        " AND (%(since)s::timestamptz IS NULL OR e.created >= %(since)s)"
-        " AND " + _CUSTOMER + " ORDER BY e.created DESC, e.received_at DESC, e.id DESC"
-        " LIMIT %(limit)s",
+        "SELECT "
+        + _EVENT_COLUMNS
+        + _EVENTS_WHERE
+        + " ORDER BY e.created DESC, e.received_at DESC, e.id DESC"
+        " LIMIT %(limit)s OFFSET %(offset)s",
         vars(f),
     )
+
+
+def count_events(conn: Connection, f: Filter) -> int:
+    row = _one(conn, "SELECT count(*) AS n" + _EVENTS_WHERE, vars(f))
+    assert row is not None
+    return int(row["n"])
 
 
 def get_event(conn: Connection, event_id: str) -> Row | None:
@@ -56,25 +73,39 @@ def attempts(conn: Connection, event_id: str) -> list[Row]:
 def dead_letter(conn: Connection, event_id: str) -> Row | None:
     return _one(
         conn,
-        "SELECT event_id, dead_at, attempts, error, traceback, replayed_at"
-        " FROM dead_letters WHERE event_id = %s",
+        "SELECT event_id, dead_at, attempts, error, traceback, replayed_at,"
+        " resolved_at, resolved_by, resolution FROM dead_letters WHERE event_id = %s",
         (event_id,),
     )
 
 
+# Open dead letters (or, with `resolved`, the resolved ones); `since` is when they died.
+DEAD_WHERE: LiteralString = (
+    " FROM dead_letters d JOIN stripe_events e ON e.id = d.event_id"
+    " WHERE e.status = 'dead' AND (d.resolved_at IS NOT NULL) = %(resolved)s"
+    " AND (%(type)s::text IS NULL OR e.type = %(type)s)"
+    " AND (%(error)s::text IS NULL OR d.error = %(error)s)"
+    " AND (%(since)s::timestamptz IS NULL OR d.dead_at >= %(since)s)"
+    " AND " + _CUSTOMER
+)
+
+
 def list_dead(conn: Connection, f: Filter) -> list[Row]:
-    """Dead events; `since` is compared with when they died."""
+    """Dead letters in the events' creation order."""
     return _all(
         conn,
-        "SELECT d.event_id, e.type, e.ordering_key, e.created, d.dead_at, d.attempts, d.error"
-        " FROM dead_letters d JOIN stripe_events e ON e.id = d.event_id"
-        " WHERE e.status = 'dead'"
-        " AND (%(type)s::text IS NULL OR e.type = %(type)s)"
-        " AND (%(since)s::timestamptz IS NULL OR d.dead_at >= %(since)s)"
-        " AND " + _CUSTOMER + " ORDER BY e.created, e.received_at, e.id"
-        " LIMIT %(limit)s",
+        "SELECT d.event_id, e.type, e.ordering_key, e.created, d.dead_at, d.attempts, d.error,"
+        " d.resolved_at, d.resolved_by, d.resolution"
+        + DEAD_WHERE
+        + " ORDER BY e.created, e.received_at, e.id LIMIT %(limit)s OFFSET %(offset)s",
         vars(f),
     )
+
+
+def count_dead(conn: Connection, f: Filter) -> int:
+    row = _one(conn, "SELECT count(*) AS n" + DEAD_WHERE, vars(f))
+    assert row is not None
+    return int(row["n"])
 
 
 def stats(conn: Connection, minutes: int) -> Row:
@@ -99,7 +130,12 @@ def stats(conn: Connection, minutes: int) -> Row:
         " GROUP BY 1 ORDER BY 1",
         (minutes,),
     )
-    dead = _one(conn, "SELECT count(*) AS n FROM dead_letters")
+    dead = _one(
+        conn,
+        "SELECT count(*) FILTER (WHERE d.resolved_at IS NULL) AS n,"
+        " count(*) FILTER (WHERE d.resolved_at IS NOT NULL) AS resolved"
+        " FROM dead_letters d JOIN stripe_events e ON e.id = d.event_id WHERE e.status = 'dead'",
+    )
     by_version = _all(
         conn,
         "SELECT api_version, count(*) AS n FROM stripe_events WHERE api_version IS NOT NULL"
@@ -115,6 +151,7 @@ def stats(conn: Connection, minutes: int) -> Row:
         "oldest_pending_age_seconds": pending["oldest_age"],
         "oldest_pending_since_receipt_seconds": pending["oldest_since_receipt"],
         "dead": dead["n"],
+        "dead_resolved": dead["resolved"],
         "throughput": {
             "minutes": minutes,
             "finished": total,
@@ -142,13 +179,19 @@ def dead_ids(conn: Connection, f: Filter) -> list[str]:
 
 
 def start_audit(
-    conn: Connection, who: str, mode: str, flt: dict[str, Any], forced: bool, matched: int
+    conn: Connection,
+    who: str,
+    mode: str,
+    flt: dict[str, Any],
+    forced: bool,
+    matched: int,
+    via: str = "cli",
 ) -> int:
     row = _one(
         conn,
-        "INSERT INTO replay_audit (requested_by, mode, filter, forced, matched)"
-        " VALUES (%s, %s, %s, %s, %s) RETURNING id",
-        (who, mode, Jsonb(flt), forced, matched),
+        "INSERT INTO replay_audit (requested_by, mode, filter, forced, matched, via)"
+        " VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
+        (who, mode, Jsonb(flt), forced, matched, via),
     )
     assert row is not None
     return int(row["id"])
@@ -197,15 +240,6 @@ def replay_batch(conn: Connection, audit_id: int, ids: Sequence[str], force: boo
             (len(done), done, audit_id),
         )
     return done
-
-
-def audits(conn: Connection, limit: int) -> list[Row]:
-    return _all(
-        conn,
-        "SELECT id, requested_by, started_at, finished_at, mode, filter, forced, matched, replayed"
-        " FROM replay_audit ORDER BY id DESC LIMIT %s",
-        (limit,),
-    )
 
 
 # Purge ----------------------------------------------------------------------------------------

@@ -1,0 +1,66 @@
+"""Queries of `dead-letters summary` and `dead-letters resolve` (and the console's dead letters)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, LiteralString
+
+from stripe_ingest.cli.store.base import Connection, Filter, Row, _all, _one
+from stripe_ingest.cli.store.events import DEAD_WHERE
+
+_GROUPS: LiteralString = (
+    "SELECT e.type, d.error, count(*) AS count, min(d.dead_at) AS oldest,"
+    " max(d.dead_at) AS newest, min(e.id) AS example" + DEAD_WHERE + " GROUP BY e.type, d.error"
+)
+
+
+def summary(conn: Connection, f: Filter) -> list[Row]:
+    """Dead letters grouped by event type and error: the largest groups first."""
+    return _all(
+        conn,
+        _GROUPS + " ORDER BY count DESC, oldest, e.type, d.error LIMIT %(limit)s OFFSET %(offset)s",
+        vars(f),
+    )
+
+
+def count_groups(conn: Connection, f: Filter) -> int:
+    row = _one(conn, "SELECT count(*) AS n FROM (" + _GROUPS + ") g", vars(f))
+    assert row is not None
+    return int(row["n"])
+
+
+def dead_states(conn: Connection, ids: Sequence[str]) -> dict[str, Row]:
+    """For each stored id: its status and, if it has a dead letter, who resolved it and when."""
+    rows = _all(
+        conn,
+        "SELECT e.id, e.status, d.event_id IS NOT NULL AS lettered, d.resolved_at, d.resolved_by"
+        " FROM stripe_events e LEFT JOIN dead_letters d ON d.event_id = e.id"
+        " WHERE e.id = ANY(%s)",
+        (list(ids),),
+    )
+    return {r["id"]: r for r in rows}
+
+
+# Only dead events with an open dead letter; the log row goes in the same statement. A replay
+# that removed the dead letter meanwhile leaves nothing to resolve (the row is skipped).
+_RESOLVE: LiteralString = """
+WITH done AS (
+    UPDATE dead_letters d
+       SET resolved_at = now(), resolved_by = %(who)s, resolution = %(reason)s
+      FROM stripe_events e
+     WHERE d.event_id = ANY(%(ids)s) AND e.id = d.event_id AND e.status = 'dead'
+       AND d.resolved_at IS NULL
+ RETURNING d.event_id, d.resolved_at, d.error
+)
+INSERT INTO dead_letter_resolutions (event_id, resolved_at, resolved_by, via, resolution, error)
+SELECT event_id, resolved_at, %(who)s, %(via)s, %(reason)s, error FROM done
+RETURNING event_id
+"""
+
+
+def resolve(
+    conn: Connection, ids: Sequence[str], who: str, reason: str, via: str = "cli"
+) -> list[str]:
+    """Resolve the open dead letters among `ids`; returns the ids resolved."""
+    params: dict[str, Any] = {"ids": list(ids), "who": who, "reason": reason, "via": via}
+    return [r["event_id"] for r in _all(conn, _RESOLVE, params)]
