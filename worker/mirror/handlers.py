@@ -11,7 +11,7 @@ from typing import Any
 import structlog
 
 from worker.mirror import queries, shapes, stripe_api, ties
-from worker.mirror.notifications import notify
+from worker.mirror.notifications import notify, release
 from worker.registry import Event, Tx, handles
 
 log = structlog.get_logger(__name__)
@@ -193,7 +193,10 @@ def charge_changed(tx: Tx, event: Event) -> None:
         return _skip(event, "charges")
     customer_id = row["customer_id"]
     with _charge_locked(tx, row["id"] if customer_id else None):
-        tx.execute(queries.UPSERT_CHARGE_AND_LINK, {**row, **_source(event, "charge")})
+        cur = tx.execute(queries.UPSERT_CHARGE_AND_LINK, {**row, **_source(event, "charge")})
+    linked = cur.fetchone()
+    if linked is not None:
+        release(tx, linked["released"])
     if event.type == "charge.refunded":
         notify(
             tx,

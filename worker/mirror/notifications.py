@@ -81,6 +81,14 @@ def notify(
     return notification_id
 
 
+def release(tx: Tx, notification_ids: list[int]) -> None:
+    """Send, after the commit, notifications that were waiting for what this event wrote."""
+    send = tx.services.enqueue_notifications
+    if send is not None:
+        for notification_id in notification_ids:
+            tx.defer(send, notification_id)
+
+
 def delivery_message(notification_ids: list[int]) -> dramatiq.Message[object]:
     return dramatiq.Message(
         queue_name=QUEUE, actor_name=ACTOR, args=(notification_ids,), kwargs={}, options={}

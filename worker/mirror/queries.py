@@ -215,8 +215,9 @@ RETURNING t.id, t.customer_id, t.amount_refunded, t.refunded, t.currency
 """
 
 # Disputes and refunds name a charge, not a customer: whichever row is written second links them,
-# and the unsent notifications waiting for this charge get its customer (and are released). One
-# statement with the charge's upsert (one round trip), written or not (a link never changes).
+# and the unsent notifications waiting for this charge get its customer and are `released` (to be
+# sent now). One statement with the charge's upsert (one round trip), written or not: a link
+# never changes.
 UPSERT_CHARGE_AND_LINK: LiteralString = (
     """
 WITH charge AS ("""
@@ -231,8 +232,10 @@ WITH charge AS ("""
     UPDATE notifications
     SET customer_id = coalesce(customer_id, %(customer_id)s), awaits_charge = NULL
     WHERE awaits_charge = %(id)s AND sent_at IS NULL
+    RETURNING id
 )
-SELECT count(*) AS written FROM charge
+SELECT (SELECT count(*) FROM charge) AS written,
+       ARRAY(SELECT id FROM linked_notifications ORDER BY id) AS released
 """
 )
 

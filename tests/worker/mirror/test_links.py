@@ -6,6 +6,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import orjson
+import redis
+
 from shared.db import connect
 from shared.settings import Settings
 from tests.worker.mirror import builders as b
@@ -157,3 +160,19 @@ def test_with_an_api_key_an_unseen_charge_is_read_from_stripe(settings: Settings
     assert found is not None and found["customer_id"] == cus
     dispute = row(keyed, "disputes", "dp_l10")
     assert dispute is not None and dispute["customer_id"] == cus
+
+
+def test_the_charge_sends_the_notification_it_completes(settings: Settings) -> None:
+    """Released by the charge, the notification is enqueued for delivery after that commit,
+    not left for the sweeper's next look a minute later."""
+    client = redis.Redis.from_url(settings.redis_url)
+    key = f"{settings.redis_namespace}:notifications.msgs"
+    try:
+        apply(settings, b.event("charge.dispute.created", b.dispute("dp_l11", "ch_l11"), "l11", T))
+        note = dispute_opened(settings)
+        client.delete(key)  # the message sent after the dispute's commit, consumed
+        apply(settings, b.event("charge.succeeded", b.charge("ch_l11", "cus_l11"), "l11_ch", T))
+        sent = [orjson.loads(m)["args"][0] for m in client.hvals(key)]
+    finally:
+        client.close()
+    assert sent == [[note["id"]]]
