@@ -19,11 +19,9 @@ log = structlog.get_logger(__name__)
 Row = dict[str, Any]
 
 
-def _source(event: Event, kind: str, obj: Mapping[str, Any] | None = None) -> Row:
+def _source(event: Event, kind: str) -> Row:
     """The event's snapshot: its `created`, id and rank within the second (worker.mirror.ties)."""
-    rank = ties.of_event(
-        kind, event.type, event.id, event.object if obj is None else obj, event.previous_attributes
-    )
+    rank = ties.of_event(kind, event.type, event.id, event.object, event.previous_attributes)
     return {"source_event_created": event.created, "source_event_id": event.id, "source_rank": rank}
 
 
@@ -106,8 +104,12 @@ def subscription_changed(tx: Tx, event: Event) -> None:
             customer_id,
             {"subscription": row["id"], "ended_at": _iso(row["ended_at"] or row["canceled_at"])},
         )
-    elif event.type == "customer.subscription.trial_will_end" and row["status"] == "trialing":
-        # Written whatever the order; delivery skips it if the trial has ended since.
+    elif (
+        event.type == "customer.subscription.trial_will_end"
+        and event.object.get("status") == "trialing"
+    ):
+        # Decided by the event alone, whatever the order; delivery skips it if the trial has
+        # ended since.
         notify(
             tx,
             event,
