@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from shared.db import connect
 from shared.settings import Settings
 from tests.worker.mirror import builders as b
 from tests.worker.mirror.fake_stripe import FakeStripe, fake_stripe
@@ -55,8 +56,6 @@ def status_of(settings: Settings, sub: str) -> str:
 
 
 def has_access(settings: Settings, cus: str) -> bool:
-    from shared.db import connect
-
     with connect(settings.database_url) as conn:
         return customer_access(conn, cus).has_access
 
@@ -161,23 +160,14 @@ def test_created_before_updated_before_deleted(settings: Settings, update_first:
 
 @pytest.mark.parametrize("order", list(itertools.permutations(range(3))))
 def test_invoice_draft_open_paid_in_one_second(settings: Settings, order: tuple[int, ...]) -> None:
+    """No previous_attributes on these (Stripe sends them on `.updated` only): the status
+    order decides."""
     inv, cus, sub = "in_t6", "cus_t6", "sub_t6"
     events = [
-        wrap("invoice.created", b.invoice("current", inv, cus, sub, "draft"), "t6_0", T),
-        wrap(
-            "invoice.finalized",
-            b.invoice("current", inv, cus, sub, "open"),
-            "t6_1",
-            T,
-            previous_attributes={"status": "draft"},
-        ),
-        wrap(
-            "invoice.paid",
-            b.invoice("current", inv, cus, sub, "paid"),
-            "t6_2",
-            T,
-            previous_attributes={"status": "open"},
-        ),
+        wrap(kind, b.invoice("current", inv, cus, sub, status), f"t6_{i}", T)
+        for i, (kind, status) in enumerate(
+            [("invoice.created", "draft"), ("invoice.finalized", "open"), ("invoice.paid", "paid")]
+        )
     ]
     for i in order:
         apply(settings, events[i])
