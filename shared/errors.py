@@ -93,6 +93,13 @@ def is_outage(error: BaseException, conn: psycopg.Connection[object] | None = No
     return isinstance(error, Outage)
 
 
+def is_conflict(error: BaseException) -> bool:
+    """True for a deadlock or a serialization failure (SQLSTATE class 40): concurrent
+    transactions collided, and running the same work again is expected to succeed."""
+    state = getattr(error, "sqlstate", None)
+    return isinstance(error, psycopg.Error) and state is not None and state.startswith("40")
+
+
 def is_content_error(error: BaseException) -> bool:
     """True when PostgreSQL refused the data itself (see _CONTENT_CLASSES)."""
     state = getattr(error, "sqlstate", None)

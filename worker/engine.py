@@ -35,7 +35,7 @@ from psycopg.pq import TransactionStatus
 from psycopg_pool import ConnectionPool
 
 from shared.db import Connection
-from shared.errors import error_line, translate_db_error
+from shared.errors import StripeIngestError, error_line, translate_db_error
 from shared.logging import log_ids
 from shared.settings import Settings
 from worker import sql
@@ -45,7 +45,14 @@ from worker.metrics import WorkerMetrics
 from worker.mirror.versions import VersionWatch
 from worker.policy import key_lock_id
 from worker.registry import REGISTRY, Registry, Services
-from worker.rounds import HandlerFailed, RoundRefused, RoundSpec, per_key_limit, run_round
+from worker.rounds import (
+    HandlerFailed,
+    RoundConflict,
+    RoundRefused,
+    RoundSpec,
+    per_key_limit,
+    run_round,
+)
 
 log = structlog.get_logger("worker.processing")
 
@@ -61,6 +68,8 @@ WORKER_DIED = (
     "the worker process died while processing this event, in each of its {attempts} "
     "attempts (killed, crashed or out of memory)"
 )
+# Deadlocked rounds run again; after this many, one event per round.
+MAX_CONFLICTS = 3
 # A retry message that arrives this early (clock skew) waits instead of being dropped.
 EARLY_TOLERANCE_SECONDS = 0.25
 
@@ -82,6 +91,7 @@ class _Run:
     # A failed attempt to record (on the next connection): the event, its error, traceback.
     failure: tuple[InFlight, str, str] | None = None
     failed_here: set[str] = field(default_factory=set)
+    conflicts: int = 0
     idle: int = 0
     finished: bool = False
 
@@ -167,6 +177,18 @@ class Engine:
                 per_key = 1 if alone else per_key_limit(len(keys))
                 try:
                     result = run_round(conn, self.spec, keys, per_key, claimed)
+                except RoundConflict as c:
+                    # Deadlocks are nobody's fault: the round runs again, and after a few
+                    # collisions one event per round, which holds fewer row locks at once.
+                    self._discard(conn)
+                    run.conflicts += 1
+                    log.info("worker.round_conflict", conflicts=run.conflicts, error=str(c))
+                    if run.conflicts >= 4 * MAX_CONFLICTS:
+                        # Still colliding one event at a time: leave the keys to the sweeper.
+                        raise StripeIngestError("rounds kept deadlocking") from c
+                    if run.conflicts >= MAX_CONFLICTS:
+                        run.isolate = True
+                    return
                 except HandlerFailed as f:
                     run.failure = (f.inflight, error_line(f.error), f.traceback)
                     self._discard(conn)

@@ -23,7 +23,7 @@ import structlog
 from psycopg.pq import TransactionStatus
 
 from shared.db import Connection
-from shared.errors import DatabaseUnavailable, HandlerError, error_line, is_outage
+from shared.errors import DatabaseUnavailable, HandlerError, error_line, is_conflict, is_outage
 from shared.settings import Settings
 from worker import sql
 from worker.inflight import InFlight
@@ -46,6 +46,10 @@ class HandlerFailed(HandlerError):
     def __init__(self, inflight: InFlight, error: BaseException, tb: str) -> None:
         super().__init__(error_line(error))
         self.inflight, self.error, self.traceback = inflight, error, tb
+
+
+class RoundConflict(Exception):
+    """The round collided with a concurrent transaction (a deadlock): run it again."""
 
 
 class RoundRefused(Exception):
@@ -139,6 +143,8 @@ def run_handlers(conn: Connection, spec: RoundSpec, inflight: InFlight) -> None:
     except spec.failure_types as e:
         if is_outage(e, conn):
             raise DatabaseUnavailable(error_line(e, with_type=False)) from e
+        if _conflict(e):
+            raise RoundConflict(error_line(e)) from e
         raise HandlerFailed(inflight, e, traceback.format_exc()) from e
     finally:
         structlog.contextvars.reset_contextvars(**tokens)
@@ -186,4 +192,15 @@ def _finish(conn: Connection, spec: RoundSpec, done: list[InFlight], held: list[
 def _translated(error: psycopg.Error, conn: Connection, done: list[InFlight]) -> Exception:
     if is_outage(error, conn):
         return DatabaseUnavailable(error_line(error, with_type=False))
+    if is_conflict(error):
+        return RoundConflict(error_line(error))
     return RoundRefused(done, error)
+
+
+def _conflict(error: BaseException) -> bool:
+    """A deadlock, also when a handler's own code wrapped it (`raise ... from e`)."""
+    while error is not None:
+        if is_conflict(error):
+            return True
+        error = error.__cause__  # type: ignore[assignment]
+    return False

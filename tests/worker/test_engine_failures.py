@@ -7,6 +7,9 @@ other keys of the message finish in the same call. A lost connection counts agai
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import psycopg
 import pytest
 from psycopg_pool import ConnectionPool
@@ -153,4 +156,37 @@ def test_a_lost_connection_is_an_outage_and_counts_against_nobody(
     row = one(effects_db, "SELECT status, attempts FROM stripe_events")
     assert row == {"status": "pending", "attempts": 0}
     assert query(effects_db, "SELECT * FROM event_attempts") == []
+    assert messages.sent == []
+
+
+def test_a_deadlock_between_two_rounds_is_run_again_and_counts_against_nobody(
+    effects_db: str, pool: ConnectionPool[Connection], settings: Settings, messages: Messages
+) -> None:
+    registry = Registry()
+    both_hold_their_first = threading.Barrier(2, timeout=10)
+    collided: set[str] = set()
+
+    @registry.handles(h.RECORD)
+    def lock_two_rows_in_opposite_orders(tx: Tx, event: Event) -> None:
+        first, second = (1, 2) if event.id == "evt_ab" else (2, 1)
+        tx.execute("SELECT pg_advisory_xact_lock(424200 + %s)", (first,))
+        if event.id not in collided:
+            collided.add(event.id)
+            both_hold_their_first.wait()  # the first time only: a deadlock, for sure
+        tx.execute("SELECT pg_advisory_xact_lock(424200 + %s)", (second,))
+        h.record(tx, event)
+
+    processor = Engine(pool=pool, settings=settings, enqueue=messages.enqueue, registry=registry)
+    store(
+        effects_db,
+        [
+            make_event("evt_ab", "cus_ab", T0, h.RECORD),
+            make_event("evt_ba", "cus_ba", T0, h.RECORD),
+        ],
+    )
+    with ThreadPoolExecutor(max_workers=2) as executor:
+        outcomes = list(executor.map(processor.handle, ["evt_ab", "evt_ba"]))
+    assert [[o.status for o in found] for found in outcomes] == [["processed"], ["processed"]]
+    assert query(effects_db, "SELECT DISTINCT attempts FROM stripe_events") == [{"attempts": 1}]
+    assert effects(effects_db) == {"evt_ab": 1, "evt_ba": 1}
     assert messages.sent == []

@@ -26,7 +26,7 @@ import psycopg
 from psycopg.rows import DictRow
 
 from shared.db import DatabaseUnavailable
-from shared.errors import error_line
+from shared.errors import error_line, is_outage
 from worker.mirror import queries
 
 
@@ -44,8 +44,10 @@ def customer_access(
     """The decision for `customer_id` at `now` (default: the database's now)."""
     try:
         row = conn.execute(queries.ACCESS_FOR, {"customer_id": customer_id, "at": now}).fetchone()
-    except psycopg.OperationalError as e:
-        raise DatabaseUnavailable(error_line(e, with_type=False)) from e
+    except psycopg.Error as e:
+        if is_outage(e, conn):
+            raise DatabaseUnavailable(error_line(e, with_type=False)) from e
+        raise  # a deadlock or a refusal: the event's transaction deals with it
     if row is None:
         return Access(customer_id, False, "unknown_customer", None)
     return Access(row["customer_id"], row["has_access"], row["reason"], row["until"])

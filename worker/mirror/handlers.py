@@ -10,8 +10,8 @@ from typing import Any
 
 import structlog
 
-from worker.mirror import queries, shapes, stripe_api
-from worker.mirror.notifications import notify
+from worker.mirror import queries, shapes, stripe_api, ties
+from worker.mirror.notifications import notify, release
 from worker.registry import Event, Tx, handles
 
 log = structlog.get_logger(__name__)
@@ -19,24 +19,34 @@ log = structlog.get_logger(__name__)
 Row = dict[str, Any]
 
 
-def _source(event: Event, created: datetime | None = None) -> Row:
-    return {"source_event_created": created or event.created, "source_event_id": event.id}
+def _source(event: Event, kind: str) -> Row:
+    """The event's snapshot: its `created`, id and rank within the second (worker.mirror.ties)."""
+    rank = ties.of_event(kind, event.type, event.id, event.object, event.previous_attributes)
+    return {"source_event_created": event.created, "source_event_id": event.id, "source_rank": rank}
+
+
+def _read(event: Event) -> Row:
+    """An object read from Stripe's API now: stamped with the later of now and the event's
+    `created` (our clock may lag Stripe's), the microsecond in its rank (the later read wins)."""
+    now = datetime.now(UTC)
+    stamp = max(now.replace(microsecond=0), event.created)
+    return {
+        "source_event_created": stamp,
+        "source_event_id": event.id,
+        "source_rank": ties.of_read(now),
+    }
 
 
 def _current(tx: Tx, event: Event, kind: str) -> tuple[Mapping[str, Any], Row]:
-    """The object to write and its snapshot time: re-read from Stripe when a key is set.
-
-    A re-read object is as of now, so it is stamped with the later of now and the event's
-    `created` (our clock may lag Stripe's); otherwise the event's own snapshot and `created`.
-    """
+    """The object to write and how to stamp it: re-read from Stripe when a key is set (the
+    object as of now), else the event's own snapshot."""
     obj = event.object
     object_id = shapes.id_of(obj.get("id"))
     if object_id and tx.services.stripe is not None:
         fetched = stripe_api.fetch(tx.services.stripe, kind, object_id)
         if fetched is not None:
-            now = datetime.now(UTC).replace(microsecond=0)
-            return fetched, _source(event, max(now, event.created))
-    return obj, _source(event)
+            return fetched, _read(event)
+    return obj, _source(event, kind)
 
 
 @contextlib.contextmanager
@@ -67,7 +77,7 @@ def customer_changed(tx: Tx, event: Event) -> None:
         return _skip(event, "customers")
     deleted = event.type == "customer.deleted" or row["deleted"]
     row.update(deleted=deleted, deleted_at=event.created if deleted else None)
-    tx.execute(queries.UPSERT_CUSTOMER, {**row, **_source(event)})
+    tx.execute(queries.UPSERT_CUSTOMER, {**row, **_source(event, "customer")})
 
 
 @handles(
@@ -83,7 +93,8 @@ def subscription_changed(tx: Tx, event: Event) -> None:
     row = shapes.subscription(obj)
     if not row["id"]:
         return _skip(event, "subscriptions")
-    tx.execute(queries.UPSERT_SUBSCRIPTION, {**row, **source})
+    if tx.execute(queries.UPSERT_SUBSCRIPTION, {**row, **source}).fetchone() is None:
+        tx.execute(queries.FILL_SUBSCRIPTION_LINKS, row)
     customer_id = row["customer_id"]
     if event.type == "customer.subscription.deleted":
         notify(
@@ -93,22 +104,23 @@ def subscription_changed(tx: Tx, event: Event) -> None:
             customer_id,
             {"subscription": row["id"], "ended_at": _iso(row["ended_at"] or row["canceled_at"])},
         )
-    elif event.type == "customer.subscription.trial_will_end":
-        # The row as it is now (the upsert may have skipped a stale snapshot).
-        current = tx.execute(queries.SUBSCRIPTION_BY_ID, {"id": row["id"]}).fetchone()
-        assert current is not None
-        if current["status"] != "trialing":
-            return
+    elif (
+        event.type == "customer.subscription.trial_will_end"
+        and event.object.get("status") == "trialing"
+    ):
+        # Decided by the event alone, whatever the order; delivery skips it if the trial has
+        # ended since.
         notify(
             tx,
             event,
             "trial_ending",
             customer_id,
-            {"subscription": row["id"], "trial_end": _iso(current["trial_end"])},
+            {"subscription": row["id"], "trial_end": _iso(row["trial_end"])},
         )
 
 
-# The invoice events that may notify, and so read the row back after the upsert.
+# The invoice events that notify, and so read the row back after the upsert. Each notifies
+# whatever the delivery order; delivery skips a failure notice whose invoice is paid since.
 _INVOICE_NOTICES = frozenset(
     ("invoice.paid", "invoice.payment_failed", "invoice.payment_action_required")
 )
@@ -130,19 +142,15 @@ def invoice_changed(tx: Tx, event: Event) -> None:
     row = shapes.invoice(obj)
     if not row["id"]:
         return _skip(event, "invoices")
-    tx.execute(queries.UPSERT_INVOICE, {**row, **source})
+    if tx.execute(queries.UPSERT_INVOICE, {**row, **source}).fetchone() is None:
+        tx.execute(queries.FILL_INVOICE_LINKS, row)
     if event.type not in _INVOICE_NOTICES:
         return
     if event.type == "invoice.payment_failed":
-        grace = timedelta(days=tx.settings.grace_period_days)
-        current = tx.execute(
-            queries.RECORD_PAYMENT_FAILURE,
-            {"id": row["id"], "failed_at": event.created, "grace_until": event.created + grace},
-        ).fetchone()
+        current = _record_failure(tx, event, row["id"])
     else:
         current = tx.execute(queries.INVOICE_BY_ID, {"id": row["id"]}).fetchone()
     assert current is not None
-    settled = current["status"] in ("paid", "void")
     payload = {
         "invoice": row["id"],
         "subscription": current["subscription_id"],
@@ -152,15 +160,30 @@ def invoice_changed(tx: Tx, event: Event) -> None:
     if event.type == "invoice.paid":
         payload.update(amount_paid=row["amount_paid"], amount_due=None)
         notify(tx, event, "payment_succeeded", row["customer_id"], payload)
-    elif event.type == "invoice.payment_failed" and not settled:
+    elif event.type == "invoice.payment_failed":
         grace_until = current["grace_until"] if current["subscription_id"] else None
         payload.update(
             grace_until=_iso(grace_until), hosted_invoice_url=current["hosted_invoice_url"]
         )
         notify(tx, event, "payment_failed", row["customer_id"], payload)
-    elif event.type == "invoice.payment_action_required" and not settled:
+    elif event.type == "invoice.payment_action_required":
         payload.update(hosted_invoice_url=current["hosted_invoice_url"])
         notify(tx, event, "payment_action_required", row["customer_id"], payload)
+
+
+def _record_failure(tx: Tx, event: Event, invoice_id: str) -> Row | None:
+    """Record the failed payment; the grace end counts from the earliest one. If this one is
+    earlier than those recorded, their unsent notices get the earlier grace end too."""
+    grace = timedelta(days=tx.settings.grace_period_days)
+    current = tx.execute(
+        queries.RECORD_PAYMENT_FAILURE,
+        {"id": invoice_id, "failed_at": event.created, "grace_until": event.created + grace},
+    ).fetchone()
+    if current is not None and current["subscription_id"]:
+        before, now = current["grace_before"], current["grace_until"]
+        if before is not None and now < before:
+            tx.execute(queries.REGRACE_FAILURE_NOTICES, {"invoice": invoice_id, "grace": _iso(now)})
+    return current
 
 
 @handles(
@@ -172,7 +195,10 @@ def charge_changed(tx: Tx, event: Event) -> None:
         return _skip(event, "charges")
     customer_id = row["customer_id"]
     with _charge_locked(tx, row["id"] if customer_id else None):
-        tx.execute(queries.UPSERT_CHARGE_AND_LINK, {**row, **_source(event)})
+        cur = tx.execute(queries.UPSERT_CHARGE_AND_LINK, {**row, **_source(event, "charge")})
+    linked = cur.fetchone()
+    if linked is not None:
+        release(tx, linked["released"])
     if event.type == "charge.refunded":
         notify(
             tx,
@@ -199,13 +225,18 @@ def dispute_changed(tx: Tx, event: Event) -> None:
     if not row["id"]:
         return _skip(event, "disputes")
     with _charge_locked(tx, row["charge_id"]):
-        cur = tx.execute(queries.UPSERT_DISPUTE, {**row, **_source(event)})
+        cur = tx.execute(queries.UPSERT_DISPUTE, {**row, **_source(event, "dispute")})
     written = cur.fetchone()
     if event.type == "charge.dispute.created":
         customer_id = written["customer_id"] if written else None
+        awaits = None
         if customer_id is None and row["charge_id"]:
             found = tx.execute(queries.CUSTOMER_OF_CHARGE, {"id": row["charge_id"]}).fetchone()
+            if found is None:
+                found = _charge_from_stripe(tx, event, row["charge_id"])
+            # A charge not seen yet: writing it fills the customer in (see UPSERT_CHARGE_AND_LINK).
             customer_id = found["customer_id"] if found else None
+            awaits = None if found else row["charge_id"]
         notify(
             tx,
             event,
@@ -218,7 +249,19 @@ def dispute_changed(tx: Tx, event: Event) -> None:
                 "currency": row["currency"],
                 "reason": row["reason"],
             },
+            awaits_charge=awaits,
         )
+
+
+def _charge_from_stripe(tx: Tx, event: Event, charge_id: str) -> Row | None:
+    """With STRIPE_API_KEY, the charge the mirror has not seen, read and written (with its
+    links); None without a key or when Stripe has no such charge."""
+    fetched = stripe_api.fetch(tx.services.stripe, "charge", charge_id)
+    if fetched is None:
+        return None
+    row = shapes.charge(fetched)
+    tx.execute(queries.UPSERT_CHARGE_AND_LINK, {**row, **_read(event)})
+    return {"customer_id": row["customer_id"]}
 
 
 @handles("refund.created", "refund.updated", "charge.refund.updated")
@@ -227,7 +270,7 @@ def refund_changed(tx: Tx, event: Event) -> None:
     if not row["id"]:
         return _skip(event, "refunds")
     with _charge_locked(tx, row["charge_id"]):
-        tx.execute(queries.UPSERT_REFUND, {**row, **_source(event)})
+        tx.execute(queries.UPSERT_REFUND, {**row, **_source(event, "refund")})
 
 
 @handles("checkout.session.completed")
@@ -235,7 +278,7 @@ def checkout_completed(tx: Tx, event: Event) -> None:
     row = shapes.checkout_session(event.object)
     if not row["id"]:
         return _skip(event, "checkout_sessions")
-    tx.execute(queries.UPSERT_CHECKOUT_SESSION, {**row, **_source(event)})
+    tx.execute(queries.UPSERT_CHECKOUT_SESSION, {**row, **_source(event, "checkout_session")})
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -5,6 +5,11 @@ replay of the event never makes a second one. After the commit, the id is enqueu
 `deliver_notification` actor (queue "notifications"); the sweeper re-enqueues rows whose message
 was lost. A delivery claims the row (sets `sent_at`, committed) before it sends, so a row is never
 sent twice; if the transport fails, the claim is released and the delivery retried later.
+
+Which notifications exist depends on the events alone, not on the order they arrive in; whether
+one is still worth sending is decided when it is sent (a failure notice whose invoice has been
+paid since is settled unsent, with a note). One whose customer comes from a charge the mirror has
+not seen yet waits for that charge (for at most LINK_WAIT), so that it goes to the customer.
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ MAX_ATTEMPTS = 10
 PER_MESSAGE = 50
 # Unsent rows older than this are re-enqueued by the sweeper.
 STRANDED_AFTER = timedelta(minutes=1)
+# How long delivery holds back a notification waiting for its charge (re-tried by the sweeper).
+LINK_WAIT = timedelta(minutes=15)
 
 
 class DeliveryFailed(Exception):
@@ -49,8 +56,11 @@ def notify(
     kind: str,
     customer_id: str | None,
     payload: Mapping[str, Any],
+    *,
+    awaits_charge: str | None = None,
 ) -> int | None:
-    """Add a notification in the handler's transaction; returns its id, or None if it exists."""
+    """Add a notification in the handler's transaction; returns its id, or None if it exists.
+    `awaits_charge`: the customer is that charge's, and the mirror has not seen it yet."""
     row = tx.execute(
         queries.INSERT_NOTIFICATION,
         {
@@ -58,6 +68,7 @@ def notify(
             "kind": kind,
             "customer_id": customer_id,
             "payload": Jsonb(dict(payload)),
+            "awaits_charge": awaits_charge,
         },
     ).fetchone()
     if row is None:
@@ -68,6 +79,14 @@ def notify(
         tx.defer(send, notification_id)
     log.debug("notification.queued", notification_id=notification_id, kind=kind)
     return notification_id
+
+
+def release(tx: Tx, notification_ids: list[int]) -> None:
+    """Send, after the commit, notifications that were waiting for what this event wrote."""
+    send = tx.services.enqueue_notifications
+    if send is not None:
+        for notification_id in notification_ids:
+            tx.defer(send, notification_id)
 
 
 def delivery_message(notification_ids: list[int]) -> dramatiq.Message[object]:
@@ -123,10 +142,16 @@ def deliver_many(
 
 def _deliver(conn: Connection, transport: Transport, notification_id: int) -> bool:
     row = conn.execute(
-        queries.CLAIM_NOTIFICATION, {"id": notification_id, "max_attempts": MAX_ATTEMPTS}
+        queries.CLAIM_NOTIFICATION,
+        {"id": notification_id, "max_attempts": MAX_ATTEMPTS, "link_wait": LINK_WAIT},
     ).fetchone()
     if row is None:
         return False
+    if row["moot"]:
+        moot = f"not sent: {row['moot']}"
+        conn.execute(queries.NOTE_DELIVERY, {"id": notification_id, "note": moot})
+        log.info("notification.moot", notification_id=notification_id, kind=row["kind"])
+        return True
     message = Message(
         notification_id=notification_id,
         event_id=row["event_id"],

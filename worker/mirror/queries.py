@@ -1,11 +1,12 @@
 """Every statement the billing mirror runs.
 
-Upserts are stale-protected: `ON CONFLICT ... DO UPDATE ... WHERE t.source_event_created <=
-EXCLUDED.source_event_created`, so an older snapshot never overwrites a newer one, and an equal
-one (a duplicate, a replay, or a same-second event applied later in creation order) is applied.
-On top of that, statuses Stripe never leaves (a canceled subscription, a paid or void invoice, a
-deleted customer, a closed dispute) are sticky, which also settles exact ties between events of
-different ordering keys. A statement returns a row only when it wrote one.
+Upserts are stale-protected: `ON CONFLICT ... DO UPDATE ... WHERE (t.source_event_created,
+t.source_rank) <= (EXCLUDED...)`, so an older snapshot never overwrites a newer one, a same-second
+one that is earlier in Stripe's order (worker/mirror/ties.py) never overwrites a later one, and an
+equal one (a duplicate, a replay) is applied again. On top of that, statuses Stripe never leaves
+(a canceled subscription, a paid or void invoice, a deleted customer, a closed dispute) are
+sticky. Links to other objects (a customer, a subscription, a charge) are kept once known, and
+filled in from whichever side arrives second. A statement returns a row only when it wrote one.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ from typing import LiteralString
 UPSERT_CUSTOMER: LiteralString = """
 INSERT INTO customers AS t (
     id, email, name, currency, delinquent, deleted, deleted_at, livemode, metadata, created,
-    source_event_created, source_event_id
+    source_event_created, source_event_id, source_rank
 ) VALUES (
     %(id)s, %(email)s, %(name)s, %(currency)s, %(delinquent)s, %(deleted)s, %(deleted_at)s,
-    %(livemode)s, %(metadata)s, %(created)s, %(source_event_created)s, %(source_event_id)s
+    %(livemode)s, %(metadata)s, %(created)s, %(source_event_created)s, %(source_event_id)s,
+    %(source_rank)s
 )
 ON CONFLICT (id) DO UPDATE SET
     email = CASE WHEN EXCLUDED.deleted THEN t.email ELSE EXCLUDED.email END,
@@ -32,8 +34,10 @@ ON CONFLICT (id) DO UPDATE SET
     created = coalesce(EXCLUDED.created, t.created),
     source_event_created = EXCLUDED.source_event_created,
     source_event_id = EXCLUDED.source_event_id,
+    source_rank = EXCLUDED.source_rank,
     updated_at = now()
-WHERE t.source_event_created <= EXCLUDED.source_event_created
+WHERE (t.source_event_created, t.source_rank)
+      <= (EXCLUDED.source_event_created, EXCLUDED.source_rank)
   AND NOT (t.deleted AND NOT EXCLUDED.deleted)
 RETURNING t.id, t.deleted
 """
@@ -42,12 +46,14 @@ UPSERT_SUBSCRIPTION: LiteralString = """
 INSERT INTO subscriptions AS t (
     id, customer_id, status, price_id, product_id, quantity, current_period_start,
     current_period_end, cancel_at_period_end, cancel_at, canceled_at, ended_at, trial_start,
-    trial_end, latest_invoice_id, livemode, metadata, created, source_event_created, source_event_id
+    trial_end, latest_invoice_id, livemode, metadata, created, source_event_created,
+    source_event_id, source_rank
 ) VALUES (
     %(id)s, %(customer_id)s, %(status)s, %(price_id)s, %(product_id)s, %(quantity)s,
     %(current_period_start)s, %(current_period_end)s, %(cancel_at_period_end)s, %(cancel_at)s,
     %(canceled_at)s, %(ended_at)s, %(trial_start)s, %(trial_end)s, %(latest_invoice_id)s,
-    %(livemode)s, %(metadata)s, %(created)s, %(source_event_created)s, %(source_event_id)s
+    %(livemode)s, %(metadata)s, %(created)s, %(source_event_created)s, %(source_event_id)s,
+    %(source_rank)s
 )
 ON CONFLICT (id) DO UPDATE SET
     customer_id = coalesce(EXCLUDED.customer_id, t.customer_id),
@@ -69,31 +75,28 @@ ON CONFLICT (id) DO UPDATE SET
     created = coalesce(EXCLUDED.created, t.created),
     source_event_created = EXCLUDED.source_event_created,
     source_event_id = EXCLUDED.source_event_id,
+    source_rank = EXCLUDED.source_rank,
     updated_at = now()
-WHERE t.source_event_created <= EXCLUDED.source_event_created
+WHERE (t.source_event_created, t.source_rank)
+      <= (EXCLUDED.source_event_created, EXCLUDED.source_rank)
   AND NOT (t.status IN ('canceled', 'incomplete_expired')
            AND EXCLUDED.status NOT IN ('canceled', 'incomplete_expired'))
 RETURNING t.id, t.status, t.trial_end
 """
 
-SUBSCRIPTION_BY_ID: LiteralString = """
-SELECT id, customer_id, status, trial_end FROM subscriptions WHERE id = %(id)s
-"""
-
-# Invoice statuses only move forward (draft, open, uncollectible, then paid or void): paid and
-# void are final, and on an exact tie of `created` a snapshot may not move the status back.
+# Paid and void are final (Stripe never reopens them); same-second order comes from the rank.
 UPSERT_INVOICE: LiteralString = """
 INSERT INTO invoices AS t (
     id, customer_id, subscription_id, status, billing_reason, currency, amount_due, amount_paid,
     amount_remaining, total, hosted_invoice_url, attempt_count, next_payment_attempt, paid_at,
     charge_id, payment_intent_id, period_start, period_end, livemode, metadata, created,
-    source_event_created, source_event_id
+    source_event_created, source_event_id, source_rank
 ) VALUES (
     %(id)s, %(customer_id)s, %(subscription_id)s, %(status)s, %(billing_reason)s, %(currency)s,
     %(amount_due)s, %(amount_paid)s, %(amount_remaining)s, %(total)s, %(hosted_invoice_url)s,
     %(attempt_count)s, %(next_payment_attempt)s, %(paid_at)s, %(charge_id)s,
     %(payment_intent_id)s, %(period_start)s, %(period_end)s, %(livemode)s, %(metadata)s,
-    %(created)s, %(source_event_created)s, %(source_event_id)s
+    %(created)s, %(source_event_created)s, %(source_event_id)s, %(source_rank)s
 )
 ON CONFLICT (id) DO UPDATE SET
     customer_id = coalesce(EXCLUDED.customer_id, t.customer_id),
@@ -118,25 +121,50 @@ ON CONFLICT (id) DO UPDATE SET
     created = coalesce(EXCLUDED.created, t.created),
     source_event_created = EXCLUDED.source_event_created,
     source_event_id = EXCLUDED.source_event_id,
+    source_rank = EXCLUDED.source_rank,
     updated_at = now()
-WHERE t.source_event_created <= EXCLUDED.source_event_created
+WHERE (t.source_event_created, t.source_rank)
+      <= (EXCLUDED.source_event_created, EXCLUDED.source_rank)
   AND NOT (t.status IN ('paid', 'void') AND EXCLUDED.status IS DISTINCT FROM t.status)
-  AND NOT (t.source_event_created = EXCLUDED.source_event_created
-           AND coalesce(array_position(ARRAY['draft', 'open', 'uncollectible', 'paid', 'void'],
-                                       EXCLUDED.status), 0)
-             < coalesce(array_position(ARRAY['draft', 'open', 'uncollectible', 'paid', 'void'],
-                                       t.status), 0))
 RETURNING t.id, t.status
 """
 
 # The earliest failed payment wins whatever the delivery order; the grace end is computed from
-# it with GRACE_PERIOD_DAYS when it is recorded.
+# it with GRACE_PERIOD_DAYS when it is recorded. `grace_before`: the grace end before this one.
 RECORD_PAYMENT_FAILURE: LiteralString = """
+UPDATE invoices i SET
+    first_failed_at = LEAST(coalesce(i.first_failed_at, %(failed_at)s), %(failed_at)s),
+    grace_until = LEAST(coalesce(i.grace_until, %(grace_until)s), %(grace_until)s)
+FROM (SELECT grace_until FROM invoices WHERE id = %(id)s) before
+WHERE i.id = %(id)s
+RETURNING i.id, i.status, i.subscription_id, i.customer_id, i.grace_until,
+          i.hosted_invoice_url, before.grace_until AS grace_before
+"""
+
+# An earlier failure recorded after later ones: their unsent notices get its grace end.
+REGRACE_FAILURE_NOTICES: LiteralString = """
+UPDATE notifications SET payload = jsonb_set(payload, '{grace_until}', to_jsonb(%(grace)s::text))
+WHERE sent_at IS NULL AND kind = 'payment_failed' AND payload->>'invoice' = %(invoice)s
+  AND payload->>'grace_until' IS NOT NULL AND payload->>'grace_until' <> %(grace)s
+"""
+
+# A snapshot too old to be written may still name a link the row lacks: links never change.
+FILL_INVOICE_LINKS: LiteralString = """
 UPDATE invoices SET
-    first_failed_at = LEAST(coalesce(first_failed_at, %(failed_at)s), %(failed_at)s),
-    grace_until = LEAST(coalesce(grace_until, %(grace_until)s), %(grace_until)s)
+    customer_id = coalesce(customer_id, %(customer_id)s),
+    subscription_id = coalesce(subscription_id, %(subscription_id)s),
+    charge_id = coalesce(charge_id, %(charge_id)s),
+    payment_intent_id = coalesce(payment_intent_id, %(payment_intent_id)s)
 WHERE id = %(id)s
-RETURNING id, status, subscription_id, customer_id, grace_until, hosted_invoice_url
+  AND (customer_id IS NULL AND %(customer_id)s::text IS NOT NULL
+       OR subscription_id IS NULL AND %(subscription_id)s::text IS NOT NULL
+       OR charge_id IS NULL AND %(charge_id)s::text IS NOT NULL
+       OR payment_intent_id IS NULL AND %(payment_intent_id)s::text IS NOT NULL)
+"""
+
+FILL_SUBSCRIPTION_LINKS: LiteralString = """
+UPDATE subscriptions SET customer_id = %(customer_id)s
+WHERE id = %(id)s AND customer_id IS NULL AND %(customer_id)s::text IS NOT NULL
 """
 
 INVOICE_BY_ID: LiteralString = """
@@ -151,12 +179,12 @@ UPSERT_CHARGE: LiteralString = """
 INSERT INTO charges AS t (
     id, customer_id, payment_intent_id, invoice_id, amount, amount_captured, amount_refunded,
     currency, captured, paid, refunded, disputed, status, failure_code, failure_message,
-    livemode, metadata, created, source_event_created, source_event_id
+    livemode, metadata, created, source_event_created, source_event_id, source_rank
 ) VALUES (
     %(id)s, %(customer_id)s, %(payment_intent_id)s, %(invoice_id)s, %(amount)s,
     %(amount_captured)s, %(amount_refunded)s, %(currency)s, %(captured)s, %(paid)s, %(refunded)s,
     %(disputed)s, %(status)s, %(failure_code)s, %(failure_message)s, %(livemode)s, %(metadata)s,
-    %(created)s, %(source_event_created)s, %(source_event_id)s
+    %(created)s, %(source_event_created)s, %(source_event_id)s, %(source_rank)s
 )
 ON CONFLICT (id) DO UPDATE SET
     customer_id = coalesce(EXCLUDED.customer_id, t.customer_id),
@@ -178,14 +206,18 @@ ON CONFLICT (id) DO UPDATE SET
     created = coalesce(EXCLUDED.created, t.created),
     source_event_created = EXCLUDED.source_event_created,
     source_event_id = EXCLUDED.source_event_id,
+    source_rank = EXCLUDED.source_rank,
     updated_at = now()
-WHERE t.source_event_created <= EXCLUDED.source_event_created
+WHERE (t.source_event_created, t.source_rank)
+      <= (EXCLUDED.source_event_created, EXCLUDED.source_rank)
   AND NOT (t.status IN ('succeeded', 'failed') AND EXCLUDED.status = 'pending')
 RETURNING t.id, t.customer_id, t.amount_refunded, t.refunded, t.currency
 """
 
-# Disputes and refunds name a charge, not a customer: whichever row is written second links them.
-# One statement with the charge's upsert (one round trip); a charge without a customer links none.
+# Disputes and refunds name a charge, not a customer: whichever row is written second links them,
+# and the unsent notifications waiting for this charge get its customer and are `released` (to be
+# sent now). One statement with the charge's upsert (one round trip), written or not: a link
+# never changes.
 UPSERT_CHARGE_AND_LINK: LiteralString = (
     """
 WITH charge AS ("""
@@ -196,8 +228,14 @@ WITH charge AS ("""
 ), linked_refunds AS (
     UPDATE refunds SET customer_id = %(customer_id)s
     WHERE charge_id = %(id)s AND customer_id IS NULL AND %(customer_id)s::text IS NOT NULL
+), linked_notifications AS (
+    UPDATE notifications
+    SET customer_id = coalesce(customer_id, %(customer_id)s), awaits_charge = NULL
+    WHERE awaits_charge = %(id)s AND sent_at IS NULL
+    RETURNING id
 )
-SELECT count(*) AS written FROM charge
+SELECT (SELECT count(*) FROM charge) AS written,
+       ARRAY(SELECT id FROM linked_notifications ORDER BY id) AS released
 """
 )
 
@@ -209,12 +247,12 @@ LOCK_CHARGE: LiteralString = (
 UPSERT_DISPUTE: LiteralString = """
 INSERT INTO disputes AS t (
     id, charge_id, customer_id, payment_intent_id, amount, currency, reason, status, livemode,
-    metadata, created, source_event_created, source_event_id
+    metadata, created, source_event_created, source_event_id, source_rank
 ) VALUES (
     %(id)s, %(charge_id)s,
     coalesce(%(customer_id)s, (SELECT c.customer_id FROM charges c WHERE c.id = %(charge_id)s)),
     %(payment_intent_id)s, %(amount)s, %(currency)s, %(reason)s, %(status)s, %(livemode)s,
-    %(metadata)s, %(created)s, %(source_event_created)s, %(source_event_id)s
+    %(metadata)s, %(created)s, %(source_event_created)s, %(source_event_id)s, %(source_rank)s
 )
 ON CONFLICT (id) DO UPDATE SET
     charge_id = coalesce(EXCLUDED.charge_id, t.charge_id),
@@ -229,8 +267,10 @@ ON CONFLICT (id) DO UPDATE SET
     created = coalesce(EXCLUDED.created, t.created),
     source_event_created = EXCLUDED.source_event_created,
     source_event_id = EXCLUDED.source_event_id,
+    source_rank = EXCLUDED.source_rank,
     updated_at = now()
-WHERE t.source_event_created <= EXCLUDED.source_event_created
+WHERE (t.source_event_created, t.source_rank)
+      <= (EXCLUDED.source_event_created, EXCLUDED.source_rank)
   AND NOT (t.status IN ('won', 'lost', 'warning_closed', 'prevented')
            AND EXCLUDED.status IS DISTINCT FROM t.status)
 RETURNING t.id, t.customer_id, t.status
@@ -239,12 +279,12 @@ RETURNING t.id, t.customer_id, t.status
 UPSERT_REFUND: LiteralString = """
 INSERT INTO refunds AS t (
     id, charge_id, customer_id, payment_intent_id, amount, currency, reason, status, livemode,
-    metadata, created, source_event_created, source_event_id
+    metadata, created, source_event_created, source_event_id, source_rank
 ) VALUES (
     %(id)s, %(charge_id)s,
     coalesce(%(customer_id)s, (SELECT c.customer_id FROM charges c WHERE c.id = %(charge_id)s)),
     %(payment_intent_id)s, %(amount)s, %(currency)s, %(reason)s, %(status)s, %(livemode)s,
-    %(metadata)s, %(created)s, %(source_event_created)s, %(source_event_id)s
+    %(metadata)s, %(created)s, %(source_event_created)s, %(source_event_id)s, %(source_rank)s
 )
 ON CONFLICT (id) DO UPDATE SET
     charge_id = coalesce(EXCLUDED.charge_id, t.charge_id),
@@ -259,8 +299,10 @@ ON CONFLICT (id) DO UPDATE SET
     created = coalesce(EXCLUDED.created, t.created),
     source_event_created = EXCLUDED.source_event_created,
     source_event_id = EXCLUDED.source_event_id,
+    source_rank = EXCLUDED.source_rank,
     updated_at = now()
-WHERE t.source_event_created <= EXCLUDED.source_event_created
+WHERE (t.source_event_created, t.source_rank)
+      <= (EXCLUDED.source_event_created, EXCLUDED.source_rank)
 RETURNING t.id, t.customer_id, t.status
 """
 
@@ -268,12 +310,12 @@ UPSERT_CHECKOUT_SESSION: LiteralString = """
 INSERT INTO checkout_sessions AS t (
     id, client_reference_id, customer_id, subscription_id, invoice_id, payment_intent_id, mode,
     status, payment_status, amount_total, currency, livemode, metadata, created,
-    source_event_created, source_event_id
+    source_event_created, source_event_id, source_rank
 ) VALUES (
     %(id)s, %(client_reference_id)s, %(customer_id)s, %(subscription_id)s, %(invoice_id)s,
     %(payment_intent_id)s, %(mode)s, %(status)s, %(payment_status)s, %(amount_total)s,
     %(currency)s, %(livemode)s, %(metadata)s, %(created)s, %(source_event_created)s,
-    %(source_event_id)s
+    %(source_event_id)s, %(source_rank)s
 )
 ON CONFLICT (id) DO UPDATE SET
     client_reference_id = coalesce(EXCLUDED.client_reference_id, t.client_reference_id),
@@ -291,8 +333,10 @@ ON CONFLICT (id) DO UPDATE SET
     created = coalesce(EXCLUDED.created, t.created),
     source_event_created = EXCLUDED.source_event_created,
     source_event_id = EXCLUDED.source_event_id,
+    source_rank = EXCLUDED.source_rank,
     updated_at = now()
-WHERE t.source_event_created <= EXCLUDED.source_event_created
+WHERE (t.source_event_created, t.source_rank)
+      <= (EXCLUDED.source_event_created, EXCLUDED.source_rank)
 RETURNING t.id
 """
 
@@ -300,22 +344,35 @@ CUSTOMER_OF_CHARGE: LiteralString = "SELECT customer_id FROM charges WHERE id = 
 
 # The outbox.
 INSERT_NOTIFICATION: LiteralString = """
-INSERT INTO notifications (event_id, kind, customer_id, payload, enqueued_at)
-VALUES (%(event_id)s, %(kind)s, %(customer_id)s, %(payload)s, now())
+INSERT INTO notifications (event_id, kind, customer_id, payload, awaits_charge, enqueued_at)
+VALUES (%(event_id)s, %(kind)s, %(customer_id)s, %(payload)s, %(awaits_charge)s, now())
 ON CONFLICT (event_id, kind) DO NOTHING
 RETURNING id
 """
 
 # Claimed before sending (committed on its own), so two deliveries of one row never both send.
-# The claim, with the customer's contact as the mirror has it now (none once deleted).
+# The claim, with the customer's contact as the mirror has it now (none once deleted), and why it
+# is no longer worth sending (`moot`), if it is not: the invoice a failure notice is about has
+# been paid or voided since, the trial has ended. A row waiting for its charge (the customer is
+# not known yet) is not claimed until the charge arrives or `link_wait` has passed.
 CLAIM_NOTIFICATION: LiteralString = """
 WITH claimed AS (
     UPDATE notifications SET sent_at = now(), attempts = attempts + 1
     WHERE id = %(id)s AND sent_at IS NULL AND attempts < %(max_attempts)s
+      AND (awaits_charge IS NULL OR created_at < now() - %(link_wait)s)
     RETURNING id, event_id, kind, customer_id, payload, attempts
 )
-SELECT claimed.*, c.email, c.name
-FROM claimed LEFT JOIN customers c ON c.id = claimed.customer_id AND NOT c.deleted
+SELECT claimed.*, c.email, c.name,
+    CASE
+        WHEN i.status IN ('paid', 'void') THEN 'the invoice is ' || i.status
+        WHEN s.status <> 'trialing' THEN 'the subscription is ' || s.status
+    END AS moot
+FROM claimed
+LEFT JOIN customers c ON c.id = claimed.customer_id AND NOT c.deleted
+LEFT JOIN invoices i ON claimed.kind IN ('payment_failed', 'payment_action_required')
+    AND i.id = claimed.payload->>'invoice'
+LEFT JOIN subscriptions s ON claimed.kind = 'trial_ending'
+    AND s.id = claimed.payload->>'subscription'
 """
 
 RELEASE_NOTIFICATION: LiteralString = """

@@ -14,6 +14,8 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
+from worker.mirror import ties
+
 Row = dict[str, Any]
 
 
@@ -65,6 +67,8 @@ def _common(obj: Mapping[str, Any]) -> Row:
         "livemode": _bool(obj.get("livemode")),
         "metadata": Jsonb(metadata if isinstance(metadata, Mapping) else {}),
         "created": ts(obj.get("created")),
+        # As read from Stripe's API; a handler writing an event's snapshot ranks it by the event.
+        "source_rank": ties.of_read(),
     }
 
 

@@ -1,4 +1,5 @@
-"""Re-read subscriptions and invoices from Stripe (when STRIPE_API_KEY is set).
+"""Re-read subscriptions and invoices (and charges the mirror has not seen) from Stripe, when
+STRIPE_API_KEY is set.
 
 An event carries a snapshot from when it was created; the API returns the object as it is now.
 Writing the current object makes the mirror right whatever order events arrive in.
@@ -24,7 +25,11 @@ from shared.settings import Settings
 
 log = structlog.get_logger(__name__)
 
-_PATHS = {"subscription": "/v1/subscriptions/", "invoice": "/v1/invoices/"}
+_PATHS = {
+    "subscription": "/v1/subscriptions/",
+    "invoice": "/v1/invoices/",
+    "charge": "/v1/charges/",
+}
 
 
 def _transient(error: BaseException) -> bool:

@@ -164,7 +164,11 @@ def test_delivery_claims_before_sending_and_sends_once(
     sent = outbox(settings)
     assert all(n["sent_at"] is not None and n["attempts"] == 1 for n in sent)
     logged = capsys.readouterr().out
-    assert logged.count("notification.delivered") == len(ids)
+    # The trial-ending notice is settled unsent: the subscription was canceled since.
+    assert logged.count("notification.delivered") == len(ids) - 1
+    assert [n["last_error"] for n in sent if n["kind"] == "trial_ending"] == [
+        "not sent: the subscription is canceled"
+    ]
     assert EMAIL not in logged
 
 
@@ -206,7 +210,7 @@ def test_smtp_transport_sends_to_the_customer(
         )
         for n in outbox(settings):
             assert notifications.deliver(smtp, n["id"]) is True
-    assert len(box.messages) == len(EXPECTED)
+    assert len(box.messages) == len(EXPECTED) - 1  # not the trial's: canceled since
     assert {(s, tuple(r)) for s, r, _ in box.messages} == {("billing@shop.test", (EMAIL,))}
     bodies = "".join(body for _, _, body in box.messages)
     assert "Subject: Your payment failed" in bodies
@@ -246,3 +250,42 @@ def test_sweep_hook_requeues_stranded_notifications(settings: Settings, queue: r
     # Just re-enqueued: the next pass leaves them alone.
     assert notifications.requeue_stranded(settings, broker) == []
     assert notifications.requeue_stranded(settings, broker, min_age=timedelta(0)) != []
+
+
+def test_which_notices_exist_and_what_they_say_do_not_depend_on_arrival(
+    settings: Settings, reference_settings: Settings
+) -> None:
+    """Two failed attempts of one invoice and its payment, delivered in order and backwards:
+    the same rows, each failure notice with the grace end of the first failure; delivery then
+    settles the failure notices unsent, as the invoice is paid."""
+    cus, sub, inv = "cus_n9", "sub_n9", "in_n9"
+    events = [
+        b.event("invoice.payment_failed", b.invoice("old", inv, cus, sub, "open"), "n9_f1", T),
+        b.event(
+            "invoice.payment_failed",
+            b.invoice("old", inv, cus, sub, "open", attempt_count=2),
+            "n9_f2",
+            T + b.DAY,
+        ),
+        b.event("invoice.paid", b.invoice("old", inv, cus, sub, "paid"), "n9_paid", T + 2 * b.DAY),
+    ]
+    for event in events:
+        apply(settings, event)
+    for event in reversed(events):
+        apply(reference_settings, event)
+    query = "SELECT event_id, kind, customer_id, payload FROM notifications ORDER BY event_id"
+    in_order, backwards = rows(settings, query), rows(reference_settings, query)
+    assert in_order == backwards
+    assert [n["payload"].get("grace_until") for n in in_order] == [
+        "2023-11-17T22:13:20+00:00",
+        "2023-11-17T22:13:20+00:00",
+        None,
+    ]
+    for n in rows(settings, "SELECT id FROM notifications"):
+        assert notifications.deliver(settings, n["id"]) is True
+    notes = rows(settings, "SELECT kind, last_error FROM notifications ORDER BY event_id")
+    assert notes == [
+        {"kind": "payment_failed", "last_error": "not sent: the invoice is paid"},
+        {"kind": "payment_failed", "last_error": "not sent: the invoice is paid"},
+        {"kind": "payment_succeeded", "last_error": None},
+    ]

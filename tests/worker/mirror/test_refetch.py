@@ -12,6 +12,7 @@ from shared.settings import Settings
 from tests.worker.mirror import builders as b
 from tests.worker.mirror.fake_stripe import FakeStripe, fake_stripe
 from tests.worker.mirror.support import apply, row, rows
+from worker.mirror import notifications
 
 T = b.T0
 
@@ -51,9 +52,13 @@ def test_invoice_is_refetched(keyed: Settings, api: FakeStripe) -> None:
     found = row(keyed, "invoices", "in_r2")
     assert found is not None
     assert (found["status"], found["subscription_id"]) == ("paid", "sub_r2")
-    # The failure is recorded, but the invoice is paid: no "payment failed" notice.
+    # The failure is recorded, but the invoice is paid: its "payment failed" notice is not sent.
     assert found["first_failed_at"] == datetime.fromtimestamp(T, tz=UTC)
-    assert rows(keyed, "SELECT count(*) AS n FROM notifications") == [{"n": 0}]
+    [notice] = rows(keyed, "SELECT id FROM notifications WHERE kind = 'payment_failed'")
+    assert notifications.deliver(keyed, notice["id"]) is True
+    [settled] = rows(keyed, "SELECT sent_at, last_error FROM notifications")
+    assert settled["sent_at"] is not None
+    assert settled["last_error"] == "not sent: the invoice is paid"
 
 
 def test_transient_failures_are_retried(keyed: Settings, api: FakeStripe) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from shared.settings import Settings
 from tests.worker.mirror import builders as b
 from tests.worker.mirror.support import apply, replay, row, rows
+from worker.mirror import notifications
 
 T = b.T0
 
@@ -70,8 +71,9 @@ def test_older_snapshot_is_not_written_and_newer_is(settings: Settings) -> None:
     assert row(settings, "subscriptions", sub)["status"] == "active"  # type: ignore[index]
 
 
-def test_same_second_events_apply_in_creation_order(settings: Settings) -> None:
-    """Stored together, one second apart or tied: the later-created (then later-received) wins."""
+def test_same_second_events_apply_in_stripe_s_order(settings: Settings) -> None:
+    """Stored together, one second apart or tied: a tie is settled by Stripe's order (here the
+    status transitions: active -> past_due), not by which was received last."""
     sub, cus = "sub_s4", "cus_s4"
     events = [
         b.event("customer.subscription.updated", b.subscription("old", sub, cus, s), f"e{i}", t)
@@ -79,7 +81,15 @@ def test_same_second_events_apply_in_creation_order(settings: Settings) -> None:
     ]
     apply(settings, *events)
     found = row(settings, "subscriptions", sub)
-    assert (found["status"], found["source_event_id"]) == ("active", "e2")  # type: ignore[index]
+    assert (found["status"], found["source_event_id"]) == ("past_due", "e1")  # type: ignore[index]
+    # A recovery in that second names the status it left: it comes after the past_due.
+    recovered = b.event(
+        "customer.subscription.updated", b.subscription("old", sub, cus, "active"), "e3", T + 2
+    )
+    recovered["data"]["previous_attributes"] = {"status": "past_due"}
+    apply(settings, recovered)
+    found = row(settings, "subscriptions", sub)
+    assert (found["status"], found["source_event_id"]) == ("active", "e3")  # type: ignore[index]
 
 
 def test_paid_invoice_is_final_and_ties_never_move_status_back(settings: Settings) -> None:
@@ -92,11 +102,14 @@ def test_paid_invoice_is_final_and_ties_never_move_status_back(settings: Setting
     found = row(settings, "invoices", inv)
     assert found is not None
     assert (found["status"], found["amount_paid"]) == ("paid", 1500)
-    # The failure is still recorded (earliest failed payment), but a paid invoice gives no grace
-    # and sends no "payment failed" notice.
+    # The failure is still recorded (earliest failed payment), but a paid invoice gives no grace,
+    # and its "payment failed" notice is settled unsent.
     assert found["first_failed_at"] is not None
-    assert rows(settings, "SELECT kind FROM notifications ORDER BY id") == [
-        {"kind": "payment_succeeded"}
+    notices = rows(settings, "SELECT id, kind FROM notifications ORDER BY id")
+    assert [n["kind"] for n in notices] == ["payment_succeeded", "payment_failed"]
+    assert notifications.deliver(settings, notices[1]["id"]) is True
+    assert rows(settings, "SELECT last_error FROM notifications WHERE kind = 'payment_failed'") == [
+        {"last_error": "not sent: the invoice is paid"}
     ]
 
 
