@@ -16,9 +16,17 @@ from worker.mirror import objects
 
 Row = dict[str, Any]
 
-# Columns a write always changes, or that are not Stripe's (a payment failure's grace).
+# Columns a write always changes, or that are not Stripe's (a payment failure's grace, the
+# rank that orders same-second writes).
 BOOKKEEPING = frozenset(
-    ("updated_at", "source_event_created", "source_event_id", "first_failed_at", "grace_until")
+    (
+        "updated_at",
+        "source_event_created",
+        "source_event_id",
+        "source_rank",
+        "first_failed_at",
+        "grace_until",
+    )
 )
 # missing: Stripe has it, the mirror not. stale: the mirror's row is older than Stripe's object
 # and differs from it. status: it has another status (customers: deleted or not).

@@ -10,6 +10,9 @@ import psycopg
 import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.cli.clitools import rows, run_cli, run_json
 from tests.cli.test_replay_workers import CREATE_TABLES
@@ -35,6 +38,14 @@ def wenv(console_env: dict[str, str], database_url: str) -> dict[str, str]:
     return {**console_env, "USER_HANDLERS": "tests.cli.flaky_handlers"}
 
 
+def _click(driver: WebDriver, element: WebElement) -> None:
+    """Click what submits a form or follows a link, and wait for the next page to replace this
+    one (reading the page before it has would find the old one, or an element gone stale)."""
+    body = driver.find_element(By.TAG_NAME, "body")
+    element.click()
+    WebDriverWait(driver, 30).until(expected_conditions.staleness_of(body))
+
+
 def _text(driver: WebDriver) -> str:
     return str(driver.find_element(By.TAG_NAME, "body").text)
 
@@ -57,7 +68,7 @@ def test_without_the_token_the_browser_gets_the_login_page_and_no_data(
     screenshot(browser, "01-login")
     browser.find_element(By.NAME, "operator").send_keys("mallory")
     browser.find_element(By.NAME, "token").send_keys("not-the-console-token")
-    browser.find_element(By.CSS_SELECTOR, "form.login button").click()
+    _click(browser, browser.find_element(By.CSS_SELECTOR, "form.login button"))
     assert "That is not the console's token." in _text(browser)
     assert browser.get_cookie("si_console") is None
     screenshot(browser, "02-login-refused")
@@ -76,7 +87,7 @@ def _flow(
     browser.get(console.url + "/dead-letters")
     browser.find_element(By.NAME, "operator").send_keys("alice")
     browser.find_element(By.NAME, "token").send_keys(TOKEN)
-    browser.find_element(By.CSS_SELECTOR, "form.login button").click()
+    _click(browser, browser.find_element(By.CSS_SELECTOR, "form.login button"))
     # Back where it was sent from, logged in as alice, with an HttpOnly, SameSite=Strict cookie.
     assert browser.current_url == console.url + "/dead-letters"
     cookie = browser.get_cookie("si_console")
@@ -95,7 +106,7 @@ def _flow(
     # Find the dead letter, look at its error and attempts, replay it, see it processed.
     browser.get(console.url + "/dead-letters")
     dead = seeded.coupons[0]
-    browser.find_element(By.LINK_TEXT, dead).click()
+    _click(browser, browser.find_element(By.LINK_TEXT, dead))
     event_page = _text(browser)
     assert "coupon handler is broken until fixed" in event_page
     attempts = browser.find_elements(
@@ -105,7 +116,7 @@ def _flow(
     assert MARKER in event_page  # the payload, shown as text: escaped, not run
     assert not browser.find_elements(By.XPATH, "//script")
     screenshot(browser, "05-event-dead")
-    browser.find_element(By.XPATH, "//form[contains(@action, '/replay')]//button").click()
+    _click(browser, browser.find_element(By.XPATH, "//form[contains(@action, '/replay')]//button"))
     assert "Replayed: the event is pending again and enqueued." in _text(browser)
     wait_until(lambda: _status(database_url, dead) == "processed", timeout=60, interval=0.2)
     browser.refresh()
@@ -120,7 +131,7 @@ def _flow(
         By.XPATH, f"//form[@action='/dead-letters/{resolved_here}/resolve']"
     )
     form.find_element(By.NAME, "reason").send_keys("test-mode invoice, nothing to apply")
-    form.find_element(By.TAG_NAME, "button").click()
+    _click(browser, form.find_element(By.TAG_NAME, "button"))
     page = _text(browser)
     assert "Resolved: the dead letter is closed; the event stays dead." in page
     assert "3 open dead letter(s)" in page and resolved_here not in page
@@ -148,11 +159,11 @@ def _flow(
     # Bulk replay of a group: the dry run's count first, then the confirmation.
     browser.get(console.url + "/dead-letters")
     group = browser.find_element(By.XPATH, "//section[.//p[contains(., 'coupon handler')]]")
-    group.find_element(By.XPATH, ".//form[.//input[@value='replay']]//button").click()
+    _click(browser, group.find_element(By.XPATH, ".//form[.//input[@value='replay']]//button"))
     confirm = _text(browser)
     assert "Replay 1 dead letter(s)?" in confirm and seeded.coupons[1] in confirm
     screenshot(browser, "09-bulk-confirm")
-    browser.find_element(By.XPATH, "//form[.//input[@name='confirm']]//button").click()
+    _click(browser, browser.find_element(By.XPATH, "//form[.//input[@name='confirm']]//button"))
     assert "Replayed 1 dead event(s)." in _text(browser)
     wait_until(lambda: _status(database_url, seeded.coupons[1]) == "processed", timeout=60)
 

@@ -287,3 +287,23 @@ class Stack:
     def __exit__(self, *_: object) -> None:
         for kind in list(self._open):
             self.stop(kind)
+
+
+def finished(url: str, n: int) -> bool:
+    """At least `n` events are finished (processed, ignored or dead)."""
+    found = rows(url, "SELECT count(*) AS n FROM stripe_events WHERE status <> 'pending'")
+    return bool(found[0]["n"] >= n)
+
+
+def assert_clean(figures: Figures, stack: Stack, url: str) -> None:
+    """Nothing lost or applied twice, no unexpected 5xx, everything finished in creation order
+    per key, no secret in any log line; then the figures are recorded."""
+    from tests.worker.support import assert_creation_order
+
+    assert figures.lost == 0, figures
+    assert figures.duplicate_effects == 0, figures
+    assert figures.unexpected_5xx == 0, figures
+    assert figures.finished == figures.sent, figures
+    assert_creation_order(url)
+    assert leaks(stack.ran) == []
+    figures.record()

@@ -16,32 +16,17 @@ from tests.reliability.harness import (
     Figures,
     Sender,
     Stack,
+    assert_clean,
     events_for,
-    leaks,
+    finished,
     rows,
     tally,
     worker_processes,
 )
-from tests.worker.support import assert_creation_order
-
-
-def _finished(url: str, n: int) -> bool:
-    found = rows(url, "SELECT count(*) AS n FROM stripe_events WHERE status <> 'pending'")
-    return bool(found[0]["n"] >= n)
 
 
 def _effects(url: str) -> int:
     return int(rows(url, "SELECT count(*) AS n FROM rel_effects")[0]["n"])
-
-
-def _check(figures: Figures, stack: Stack, url: str) -> None:
-    assert figures.lost == 0, figures
-    assert figures.duplicate_effects == 0, figures
-    assert figures.unexpected_5xx == 0, figures
-    assert figures.finished == figures.sent, figures
-    assert_creation_order(url)
-    assert leaks(stack.ran) == []
-    figures.record()
 
 
 def test_sigkill_of_a_worker_mid_handler(
@@ -59,7 +44,7 @@ def test_sigkill_of_a_worker_mid_handler(
         wait_until(lambda: _effects(rel_db) >= 5, timeout=30)
         victim = worker_processes(worker)[0]
         os.kill(victim, signal.SIGKILL)
-        wait_until(lambda: _finished(rel_db, len(events)), timeout=90, interval=0.2)
+        wait_until(lambda: finished(rel_db, len(events)), timeout=90, interval=0.2)
     figures = tally(
         Figures("crash", "SIGKILL a worker process mid-handler (48 events, 150 ms handlers)"),
         rel_db,
@@ -67,7 +52,7 @@ def test_sigkill_of_a_worker_mid_handler(
         sender,
     )
     figures.seconds = round(time.monotonic() - started, 1)
-    _check(figures, stack, rel_db)
+    assert_clean(figures, stack, rel_db)
 
 
 def test_sigkill_of_workers_mid_commit(
@@ -85,11 +70,11 @@ def test_sigkill_of_workers_mid_commit(
         # Short handlers: most of a worker's time is its rounds' COMMITs. Kill one every time
         # another 60 events have finished, four times.
         for threshold in (60, 120, 180, 240):
-            wait_until(lambda t=threshold: _finished(rel_db, t), timeout=60, interval=0.02)
+            wait_until(lambda t=threshold: finished(rel_db, t), timeout=60, interval=0.02)
             for pid in worker_processes(worker)[:1]:
                 os.kill(pid, signal.SIGKILL)
                 kills += 1
-        wait_until(lambda: _finished(rel_db, len(events)), timeout=120, interval=0.2)
+        wait_until(lambda: finished(rel_db, len(events)), timeout=120, interval=0.2)
     figures = tally(
         Figures("crash", f"SIGKILL a worker process mid-COMMIT, {kills} times (400 events)"),
         rel_db,
@@ -97,7 +82,7 @@ def test_sigkill_of_workers_mid_commit(
         sender,
     )
     figures.seconds = round(time.monotonic() - started, 1)
-    _check(figures, stack, rel_db)
+    assert_clean(figures, stack, rel_db)
 
 
 def test_sigkill_of_web_under_32_connections(
@@ -119,7 +104,7 @@ def test_sigkill_of_web_under_32_connections(
         stack.stop("web")
         stack.start("web")  # the unanswered requests are sent again, as Stripe does
         sending.join()
-        wait_until(lambda: _finished(rel_db, len(events)), timeout=90, interval=0.2)
+        wait_until(lambda: finished(rel_db, len(events)), timeout=90, interval=0.2)
     figures = tally(
         Figures("crash", "SIGKILL web under 32 connections, then start it again (600 events)"),
         rel_db,
@@ -132,7 +117,7 @@ def test_sigkill_of_web_under_32_connections(
     assert figures.answered_200 == len(events)
     stored_once = rows(rel_db, "SELECT count(*) AS n FROM stripe_events")[0]["n"]
     assert stored_once == len(events)
-    _check(figures, stack, rel_db)
+    assert_clean(figures, stack, rel_db)
 
 
 def test_sigterm_of_everything_under_load(
@@ -146,13 +131,13 @@ def test_sigterm_of_everything_under_load(
         sender = Sender(stack.base_url, SECRET, concurrency=32)
         sending = threading.Thread(target=sender.send_all, args=(events, 90.0))
         sending.start()
-        wait_until(lambda: _finished(rel_db, 100), timeout=60, interval=0.01)
+        wait_until(lambda: finished(rel_db, 100), timeout=60, interval=0.01)
         for kind in ("web", "worker", "sweeper"):
             stack.stop(kind)  # SIGTERM: in-flight requests and messages finish first
         for kind in ("web", "worker", "sweeper"):
             stack.start(kind)
         sending.join()
-        wait_until(lambda: _finished(rel_db, len(events)), timeout=90, interval=0.2)
+        wait_until(lambda: finished(rel_db, len(events)), timeout=90, interval=0.2)
     figures = tally(
         Figures("crash", "SIGTERM web, workers and sweeper under load, then start them (400)"),
         rel_db,
@@ -160,4 +145,4 @@ def test_sigterm_of_everything_under_load(
         sender,
     )
     figures.seconds = round(time.monotonic() - started, 1)
-    _check(figures, stack, rel_db)
+    assert_clean(figures, stack, rel_db)

@@ -15,14 +15,17 @@ from tests.conftest import SECRET
 from tests.procs import free_port, wait_until
 from tests.reliability.conftest import ROLES_SQL, as_user
 from tests.reliability.handlers import EFFECTS_DDL, RECORD
-from tests.reliability.harness import Figures, Sender, Stack, events_for, leaks, rows, tally
+from tests.reliability.harness import (
+    Figures,
+    Sender,
+    Stack,
+    assert_clean,
+    events_for,
+    finished,
+    rows,
+    tally,
+)
 from tests.reliability.servers import PrivatePostgres, private_postgres, private_redis
-from tests.worker.support import assert_creation_order
-
-
-def _finished(url: str, n: int) -> bool:
-    found = rows(url, "SELECT count(*) AS n FROM stripe_events WHERE status <> 'pending'")
-    return bool(found[0]["n"] >= n)
 
 
 @contextlib.contextmanager
@@ -53,14 +56,14 @@ def test_redis_down_at_intake_and_under_running_workers(
             stack.start(kind)
         sender = Sender(stack.base_url, SECRET, concurrency=16)
         sender.send_all(first)
-        wait_until(lambda: _finished(rel_db, len(first)), timeout=60, interval=0.1)
+        wait_until(lambda: finished(rel_db, len(first)), timeout=60, interval=0.1)
         redis_server.stop()
         sender.send_all(during)  # stored and acknowledged; their messages cannot be sent
         acknowledged_while_down = sum(
             1 for e in during if sender.deliveries[e["id"]].statuses == [200]
         )
         servers.enter_context(private_redis(port))  # back, and empty: the sweeper re-sends
-        wait_until(lambda: _finished(rel_db, len(first) + len(during)), timeout=90, interval=0.2)
+        wait_until(lambda: finished(rel_db, len(first) + len(during)), timeout=90, interval=0.2)
     figures = tally(
         Figures("outage", "Redis stopped under running workers, 50 events sent while down"),
         rel_db,
@@ -70,7 +73,7 @@ def test_redis_down_at_intake_and_under_running_workers(
     figures.seconds = round(time.monotonic() - started, 1)
     figures.notes = f"{acknowledged_while_down} of {len(during)} answered 200 at once while down"
     assert acknowledged_while_down == len(during)
-    _assert_clean(figures, stack, rel_db)
+    assert_clean(figures, stack, rel_db)
 
 
 def test_postgresql_restarted_during_processing(rel_env: dict[str, str]) -> None:
@@ -82,9 +85,9 @@ def test_postgresql_restarted_during_processing(rel_env: dict[str, str]) -> None
             stack.start(kind)
         sender = Sender(stack.base_url, SECRET, concurrency=16)
         sender.send_all(events)
-        wait_until(lambda: _finished(url, 60), timeout=60, interval=0.02)
+        wait_until(lambda: finished(url, 60), timeout=60, interval=0.02)
         pg.restart()
-        wait_until(lambda: _finished(url, len(events)), timeout=120, interval=0.2)
+        wait_until(lambda: finished(url, len(events)), timeout=120, interval=0.2)
         figures = tally(
             Figures("outage", "PostgreSQL restarted while workers process 300 events"),
             url,
@@ -92,7 +95,7 @@ def test_postgresql_restarted_during_processing(rel_env: dict[str, str]) -> None
             sender,
         )
         figures.seconds = round(time.monotonic() - started, 1)
-        _assert_clean(figures, stack, url)
+        assert_clean(figures, stack, url)
 
 
 def test_postgresql_down_at_intake(rel_env: dict[str, str]) -> None:
@@ -115,7 +118,7 @@ def test_postgresql_down_at_intake(rel_env: dict[str, str]) -> None:
         )[0]["n"]  # fmt: skip
         sender = Sender(stack.base_url, SECRET, concurrency=8)
         sender.send_all(refused + after)  # the same web process, not restarted
-        wait_until(lambda: _finished(url, len(refused) + len(after)), timeout=60, interval=0.2)
+        wait_until(lambda: finished(url, len(refused) + len(after)), timeout=60, interval=0.2)
         figures = tally(
             Figures("outage", "PostgreSQL down at intake (40 events), then back"),
             url,
@@ -128,14 +131,4 @@ def test_postgresql_down_at_intake(rel_env: dict[str, str]) -> None:
         assert answers == {503}
         assert half_written == 0
         assert figures.answered_200 == len(refused) + len(after)
-        _assert_clean(figures, stack, url)
-
-
-def _assert_clean(figures: Figures, stack: Stack, url: str) -> None:
-    assert figures.lost == 0, figures
-    assert figures.duplicate_effects == 0, figures
-    assert figures.unexpected_5xx == 0, figures
-    assert figures.finished == figures.sent, figures
-    assert_creation_order(url)
-    assert leaks(stack.ran) == []
-    figures.record()
+        assert_clean(figures, stack, url)

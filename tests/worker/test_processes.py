@@ -8,16 +8,15 @@ import random
 import signal
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 
 from shared.broker import enqueue_events, events_message, make_broker
 from shared.settings import Settings
-from tests.procs import Running, free_port, run_process, run_sweeper, run_worker, wait_until
+from tests.procs import free_port, run_sweeper, run_worker, wait_until
+from tests.reliability.servers import private_redis
 from tests.worker import handlers as h
 from tests.worker.support import (
     T0,
@@ -85,26 +84,6 @@ def sample(text: str, prefix: str) -> float:
     return sum(
         float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix)
     )
-
-
-@contextlib.contextmanager
-def private_redis(port: int) -> Iterator[Running]:
-    """A Redis server of this test's own, so it can go down without touching anyone else's."""
-    args = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
-    with run_process("redis", [*args, "--appendonly", "no"], {}) as server:
-        client = redis.Redis(port=port, socket_connect_timeout=0.5)
-
-        def answers() -> bool:
-            try:
-                return bool(client.ping())
-            except redis.RedisError:
-                return False
-
-        try:
-            wait_until(answers, 10)
-        finally:
-            client.close()
-        yield server
 
 
 def test_backlog_of_200_over_20_customers_is_processed_in_creation_order_per_key(
