@@ -16,7 +16,7 @@ FROM (
 ) l
 LEFT JOIN LATERAL (
     SELECT id, type, created, livemode, api_version, account, ordering_key, received_at,
-           attempts,
+           attempts, kind, endpoint, snapshot_event,
            GREATEST(0, EXTRACT(EPOCH FROM next_attempt_at - clock_timestamp()))::float8 AS wait,
            payload
     FROM stripe_events
@@ -112,7 +112,7 @@ CLAIM_HEAD = """
 WITH held AS MATERIALIZED (SELECT pg_try_advisory_xact_lock(%(lock)s) AS locked),
 head AS (
     SELECT id, type, created, livemode, api_version, account, ordering_key, received_at,
-           attempts, last_error, payload
+           attempts, last_error, kind, endpoint, snapshot_event, payload
     FROM stripe_events
     WHERE (SELECT locked FROM held) AND ordering_key = %(key)s AND status = 'pending'
     ORDER BY created, received_at, id

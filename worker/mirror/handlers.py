@@ -12,7 +12,7 @@ import structlog
 
 from worker.mirror import queries, shapes, stripe_api
 from worker.mirror.notifications import notify
-from worker.registry import Event, Tx, handles
+from worker.registry import Event, Tx, also_thin, handles
 
 log = structlog.get_logger(__name__)
 
@@ -20,7 +20,12 @@ Row = dict[str, Any]
 
 
 def _source(event: Event, created: datetime | None = None) -> Row:
-    return {"source_event_created": created or event.created, "source_event_id": event.id}
+    """The row's source: its event, the moment its object shows, its Connect account."""
+    return {
+        "source_event_created": created or event.as_of,
+        "source_event_id": event.id,
+        "account_id": event.account,
+    }
 
 
 def _current(tx: Tx, event: Event, kind: str) -> tuple[Mapping[str, Any], Row]:
@@ -30,6 +35,8 @@ def _current(tx: Tx, event: Event, kind: str) -> tuple[Mapping[str, Any], Row]:
     `created` (our clock may lag Stripe's); otherwise the event's own snapshot and `created`.
     """
     obj = event.object
+    if event.read_at is not None:  # a thin event's object, read from Stripe just now
+        return obj, _source(event)
     object_id = shapes.id_of(obj.get("id"))
     if object_id and tx.services.stripe is not None:
         fetched = stripe_api.fetch(tx.services.stripe, kind, object_id)
@@ -240,3 +247,17 @@ def checkout_completed(tx: Tx, event: Event) -> None:
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
+
+
+# Thin events of v1 resources (`v1.invoice.paid`, ...) are applied as their snapshots are, from
+# the object read from Stripe (see `worker.thin`).
+for _handler in (
+    customer_changed,
+    subscription_changed,
+    invoice_changed,
+    charge_changed,
+    dispute_changed,
+    refund_changed,
+    checkout_completed,
+):
+    also_thin(_handler)

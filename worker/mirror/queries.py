@@ -15,10 +15,11 @@ from typing import LiteralString
 UPSERT_CUSTOMER: LiteralString = """
 INSERT INTO customers AS t (
     id, email, name, currency, delinquent, deleted, deleted_at, livemode, metadata, created,
-    source_event_created, source_event_id
+    source_event_created, source_event_id, account_id
 ) VALUES (
     %(id)s, %(email)s, %(name)s, %(currency)s, %(delinquent)s, %(deleted)s, %(deleted_at)s,
-    %(livemode)s, %(metadata)s, %(created)s, %(source_event_created)s, %(source_event_id)s
+    %(livemode)s, %(metadata)s, %(created)s, %(source_event_created)s, %(source_event_id)s,
+    %(account_id)s
 )
 ON CONFLICT (id) DO UPDATE SET
     email = CASE WHEN EXCLUDED.deleted THEN t.email ELSE EXCLUDED.email END,
@@ -32,6 +33,7 @@ ON CONFLICT (id) DO UPDATE SET
     created = coalesce(EXCLUDED.created, t.created),
     source_event_created = EXCLUDED.source_event_created,
     source_event_id = EXCLUDED.source_event_id,
+    account_id = coalesce(EXCLUDED.account_id, t.account_id),
     updated_at = now()
 WHERE t.source_event_created <= EXCLUDED.source_event_created
   AND NOT (t.deleted AND NOT EXCLUDED.deleted)
@@ -42,12 +44,14 @@ UPSERT_SUBSCRIPTION: LiteralString = """
 INSERT INTO subscriptions AS t (
     id, customer_id, status, price_id, product_id, quantity, current_period_start,
     current_period_end, cancel_at_period_end, cancel_at, canceled_at, ended_at, trial_start,
-    trial_end, latest_invoice_id, livemode, metadata, created, source_event_created, source_event_id
+    trial_end, latest_invoice_id, livemode, metadata, created, source_event_created,
+    source_event_id, account_id
 ) VALUES (
     %(id)s, %(customer_id)s, %(status)s, %(price_id)s, %(product_id)s, %(quantity)s,
     %(current_period_start)s, %(current_period_end)s, %(cancel_at_period_end)s, %(cancel_at)s,
     %(canceled_at)s, %(ended_at)s, %(trial_start)s, %(trial_end)s, %(latest_invoice_id)s,
-    %(livemode)s, %(metadata)s, %(created)s, %(source_event_created)s, %(source_event_id)s
+    %(livemode)s, %(metadata)s, %(created)s, %(source_event_created)s, %(source_event_id)s,
+    %(account_id)s
 )
 ON CONFLICT (id) DO UPDATE SET
     customer_id = coalesce(EXCLUDED.customer_id, t.customer_id),
@@ -69,6 +73,7 @@ ON CONFLICT (id) DO UPDATE SET
     created = coalesce(EXCLUDED.created, t.created),
     source_event_created = EXCLUDED.source_event_created,
     source_event_id = EXCLUDED.source_event_id,
+    account_id = coalesce(EXCLUDED.account_id, t.account_id),
     updated_at = now()
 WHERE t.source_event_created <= EXCLUDED.source_event_created
   AND NOT (t.status IN ('canceled', 'incomplete_expired')
@@ -87,13 +92,13 @@ INSERT INTO invoices AS t (
     id, customer_id, subscription_id, status, billing_reason, currency, amount_due, amount_paid,
     amount_remaining, total, hosted_invoice_url, attempt_count, next_payment_attempt, paid_at,
     charge_id, payment_intent_id, period_start, period_end, livemode, metadata, created,
-    source_event_created, source_event_id
+    source_event_created, source_event_id, account_id
 ) VALUES (
     %(id)s, %(customer_id)s, %(subscription_id)s, %(status)s, %(billing_reason)s, %(currency)s,
     %(amount_due)s, %(amount_paid)s, %(amount_remaining)s, %(total)s, %(hosted_invoice_url)s,
     %(attempt_count)s, %(next_payment_attempt)s, %(paid_at)s, %(charge_id)s,
     %(payment_intent_id)s, %(period_start)s, %(period_end)s, %(livemode)s, %(metadata)s,
-    %(created)s, %(source_event_created)s, %(source_event_id)s
+    %(created)s, %(source_event_created)s, %(source_event_id)s, %(account_id)s
 )
 ON CONFLICT (id) DO UPDATE SET
     customer_id = coalesce(EXCLUDED.customer_id, t.customer_id),
@@ -118,6 +123,7 @@ ON CONFLICT (id) DO UPDATE SET
     created = coalesce(EXCLUDED.created, t.created),
     source_event_created = EXCLUDED.source_event_created,
     source_event_id = EXCLUDED.source_event_id,
+    account_id = coalesce(EXCLUDED.account_id, t.account_id),
     updated_at = now()
 WHERE t.source_event_created <= EXCLUDED.source_event_created
   AND NOT (t.status IN ('paid', 'void') AND EXCLUDED.status IS DISTINCT FROM t.status)
@@ -151,12 +157,12 @@ UPSERT_CHARGE: LiteralString = """
 INSERT INTO charges AS t (
     id, customer_id, payment_intent_id, invoice_id, amount, amount_captured, amount_refunded,
     currency, captured, paid, refunded, disputed, status, failure_code, failure_message,
-    livemode, metadata, created, source_event_created, source_event_id
+    livemode, metadata, created, source_event_created, source_event_id, account_id
 ) VALUES (
     %(id)s, %(customer_id)s, %(payment_intent_id)s, %(invoice_id)s, %(amount)s,
     %(amount_captured)s, %(amount_refunded)s, %(currency)s, %(captured)s, %(paid)s, %(refunded)s,
     %(disputed)s, %(status)s, %(failure_code)s, %(failure_message)s, %(livemode)s, %(metadata)s,
-    %(created)s, %(source_event_created)s, %(source_event_id)s
+    %(created)s, %(source_event_created)s, %(source_event_id)s, %(account_id)s
 )
 ON CONFLICT (id) DO UPDATE SET
     customer_id = coalesce(EXCLUDED.customer_id, t.customer_id),
@@ -178,6 +184,7 @@ ON CONFLICT (id) DO UPDATE SET
     created = coalesce(EXCLUDED.created, t.created),
     source_event_created = EXCLUDED.source_event_created,
     source_event_id = EXCLUDED.source_event_id,
+    account_id = coalesce(EXCLUDED.account_id, t.account_id),
     updated_at = now()
 WHERE t.source_event_created <= EXCLUDED.source_event_created
   AND NOT (t.status IN ('succeeded', 'failed') AND EXCLUDED.status = 'pending')
@@ -209,12 +216,13 @@ LOCK_CHARGE: LiteralString = (
 UPSERT_DISPUTE: LiteralString = """
 INSERT INTO disputes AS t (
     id, charge_id, customer_id, payment_intent_id, amount, currency, reason, status, livemode,
-    metadata, created, source_event_created, source_event_id
+    metadata, created, source_event_created, source_event_id, account_id
 ) VALUES (
     %(id)s, %(charge_id)s,
     coalesce(%(customer_id)s, (SELECT c.customer_id FROM charges c WHERE c.id = %(charge_id)s)),
     %(payment_intent_id)s, %(amount)s, %(currency)s, %(reason)s, %(status)s, %(livemode)s,
-    %(metadata)s, %(created)s, %(source_event_created)s, %(source_event_id)s
+    %(metadata)s, %(created)s, %(source_event_created)s, %(source_event_id)s,
+    %(account_id)s
 )
 ON CONFLICT (id) DO UPDATE SET
     charge_id = coalesce(EXCLUDED.charge_id, t.charge_id),
@@ -229,6 +237,7 @@ ON CONFLICT (id) DO UPDATE SET
     created = coalesce(EXCLUDED.created, t.created),
     source_event_created = EXCLUDED.source_event_created,
     source_event_id = EXCLUDED.source_event_id,
+    account_id = coalesce(EXCLUDED.account_id, t.account_id),
     updated_at = now()
 WHERE t.source_event_created <= EXCLUDED.source_event_created
   AND NOT (t.status IN ('won', 'lost', 'warning_closed', 'prevented')
@@ -239,12 +248,13 @@ RETURNING t.id, t.customer_id, t.status
 UPSERT_REFUND: LiteralString = """
 INSERT INTO refunds AS t (
     id, charge_id, customer_id, payment_intent_id, amount, currency, reason, status, livemode,
-    metadata, created, source_event_created, source_event_id
+    metadata, created, source_event_created, source_event_id, account_id
 ) VALUES (
     %(id)s, %(charge_id)s,
     coalesce(%(customer_id)s, (SELECT c.customer_id FROM charges c WHERE c.id = %(charge_id)s)),
     %(payment_intent_id)s, %(amount)s, %(currency)s, %(reason)s, %(status)s, %(livemode)s,
-    %(metadata)s, %(created)s, %(source_event_created)s, %(source_event_id)s
+    %(metadata)s, %(created)s, %(source_event_created)s, %(source_event_id)s,
+    %(account_id)s
 )
 ON CONFLICT (id) DO UPDATE SET
     charge_id = coalesce(EXCLUDED.charge_id, t.charge_id),
@@ -259,6 +269,7 @@ ON CONFLICT (id) DO UPDATE SET
     created = coalesce(EXCLUDED.created, t.created),
     source_event_created = EXCLUDED.source_event_created,
     source_event_id = EXCLUDED.source_event_id,
+    account_id = coalesce(EXCLUDED.account_id, t.account_id),
     updated_at = now()
 WHERE t.source_event_created <= EXCLUDED.source_event_created
 RETURNING t.id, t.customer_id, t.status
@@ -268,12 +279,12 @@ UPSERT_CHECKOUT_SESSION: LiteralString = """
 INSERT INTO checkout_sessions AS t (
     id, client_reference_id, customer_id, subscription_id, invoice_id, payment_intent_id, mode,
     status, payment_status, amount_total, currency, livemode, metadata, created,
-    source_event_created, source_event_id
+    source_event_created, source_event_id, account_id
 ) VALUES (
     %(id)s, %(client_reference_id)s, %(customer_id)s, %(subscription_id)s, %(invoice_id)s,
     %(payment_intent_id)s, %(mode)s, %(status)s, %(payment_status)s, %(amount_total)s,
     %(currency)s, %(livemode)s, %(metadata)s, %(created)s, %(source_event_created)s,
-    %(source_event_id)s
+    %(source_event_id)s, %(account_id)s
 )
 ON CONFLICT (id) DO UPDATE SET
     client_reference_id = coalesce(EXCLUDED.client_reference_id, t.client_reference_id),
@@ -291,6 +302,7 @@ ON CONFLICT (id) DO UPDATE SET
     created = coalesce(EXCLUDED.created, t.created),
     source_event_created = EXCLUDED.source_event_created,
     source_event_id = EXCLUDED.source_event_id,
+    account_id = coalesce(EXCLUDED.account_id, t.account_id),
     updated_at = now()
 WHERE t.source_event_created <= EXCLUDED.source_event_created
 RETURNING t.id
@@ -298,11 +310,12 @@ RETURNING t.id
 
 CUSTOMER_OF_CHARGE: LiteralString = "SELECT customer_id FROM charges WHERE id = %(id)s"
 
-# The outbox.
+# The outbox: one row per (event, kind), and per (dedupe_key, kind) so that a thin event and its
+# snapshot twin share one (migration 0013).
 INSERT_NOTIFICATION: LiteralString = """
-INSERT INTO notifications (event_id, kind, customer_id, payload, enqueued_at)
-VALUES (%(event_id)s, %(kind)s, %(customer_id)s, %(payload)s, now())
-ON CONFLICT (event_id, kind) DO NOTHING
+INSERT INTO notifications (event_id, dedupe_key, kind, customer_id, payload, enqueued_at)
+VALUES (%(event_id)s, %(dedupe_key)s, %(kind)s, %(customer_id)s, %(payload)s, now())
+ON CONFLICT DO NOTHING
 RETURNING id
 """
 
