@@ -4,12 +4,15 @@ Stripe lists events newest first. A run first fetches every page (cursor `starti
 `backfill_events`, then stores them oldest first, in chunks, with the receiver's own insert
 (`ON CONFLICT DO NOTHING`) and enqueues the new ids after each commit. Each page and each chunk
 commits with the run's progress in `backfill_runs`, so an interrupted run resumes where it
-stopped: the next `backfill` with the same `--types` and `--undelivered-only` picks it up.
+stopped: the next `backfill` with the same `--types`, `--undelivered-only` and `--account` picks
+it up. With `--account acct_...` it reads a connected account's events (`Stripe-Account`), stored
+with that account as a Connect endpoint's webhooks would have them.
 """
 
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -43,6 +46,9 @@ def _types(values: tuple[str, ...]) -> list[str]:
 @click.option("--since", type=WHEN, required=True, help="Events created at or after WHEN.")
 @click.option("--types", "types_", multiple=True, metavar="TYPE[,TYPE]", help="Only these types.")
 @click.option("--undelivered-only", is_flag=True, help="Only events Stripe failed to deliver.")
+@click.option(
+    "--account", metavar="ACCT_ID", help="A connected account's events (sent as Stripe-Account)."
+)
 @click.option("--fresh", is_flag=True, help="Abandon an interrupted run instead of resuming it.")
 @click.option("--chunk-size", type=click.IntRange(min=1), default=500, show_default=True)
 @json_option
@@ -52,6 +58,7 @@ def backfill(
     since: datetime,
     types_: tuple[str, ...],
     undelivered_only: bool,
+    account: str | None,
     fresh: bool,
     chunk_size: int,
     as_json: bool,
@@ -61,18 +68,23 @@ def backfill(
     \b
     stripe-ingest backfill --since 6h --undelivered-only
     stripe-ingest backfill --since 2024-05-01T02:00Z --types invoice.paid,invoice.payment_failed
+    stripe-ingest backfill --since 1d --account acct_1Nv0FGQ9RKHgCVdK
     """
     settings = ctx.settings
     if not settings.stripe_api_key:
         raise click.UsageError("STRIPE_API_KEY is not set: backfill reads Stripe's Events API")
     types = _types(types_)
+    if account is not None and not account.startswith("acct_"):
+        raise click.BadParameter(
+            "a connected account's id starts with acct_", param_hint="--account"
+        )
     with store.session(settings.database_url) as conn:
-        run = store.open_run(conn, types, undelivered_only)
+        run = store.open_run(conn, types, undelivered_only, account)
         if run is not None and fresh:
             store.abandon_run(conn, run["id"])
             run = None
         if run is None:
-            run = store.create_run(conn, operator(), since, types, undelivered_only)
+            run = store.create_run(conn, operator(), since, types, undelivered_only, account)
         else:
             click.echo(
                 f"resuming backfill run #{run['id']} (since {run['since'].isoformat()}, "
@@ -87,13 +99,14 @@ def backfill(
             )
         if run["phase"] == "fetching":
             _fetch(conn, settings, run)
-        new, dupes, skipped, enqueuer = _store(conn, settings, run["id"], chunk_size)
+        new, dupes, skipped, enqueuer = _store(conn, settings, run["id"], chunk_size, account)
         done = store.finish_run(conn, run["id"])
     result = {
         "run_id": done["id"],
         "since": done["since"],
         "types": done["types"],
         "undelivered_only": done["undelivered_only"],
+        "account": done["account"],
         "fetched": done["fetched"],
         "new": done["new_events"],
         "duplicates": done["duplicates"],
@@ -128,13 +141,14 @@ def _fetch(conn: Connection, settings: Settings, run: store.Row) -> None:
         params["types"] = list(run["types"])
     if run["undelivered_only"]:
         params["delivery_success"] = False
+    options: dict[str, Any] = {"stripe_account": run["account"]} if run["account"] else {}
     cursor: str | None = run["cursor"]
     fetched = int(run["fetched"])
     while True:
         if cursor:
             params["starting_after"] = cursor
         try:
-            page = client.v1.events.list(params)
+            page = client.v1.events.list(params, options)
         except stripe.StripeError as e:
             message = error_line(e, with_type=False)
             raise click.ClickException(
@@ -154,7 +168,7 @@ def _fetch(conn: Connection, settings: Settings, run: store.Row) -> None:
 
 
 def _store(
-    conn: Connection, settings: Settings, run_id: int, chunk_size: int
+    conn: Connection, settings: Settings, run_id: int, chunk_size: int, account: str | None
 ) -> tuple[int, int, int, Enqueuer]:
     total = store.staged_count(conn, run_id)
     malformed: list[int] = [0]
@@ -163,9 +177,12 @@ def _store(
         rows = []
         for p in payloads:
             try:
-                rows.append(event_row(orjson.loads(p), p))
+                row = event_row(orjson.loads(p), p)
             except (MalformedEvent, orjson.JSONDecodeError):
                 malformed[0] += 1
+                continue
+            # A connected account's event, read with Stripe-Account, is that account's.
+            rows.append(replace(row, account=row.account or account) if account else row)
         return insert_events_sync(c, rows)
 
     new = dupes = 0

@@ -15,12 +15,13 @@ from worker.mirror import versions
 _EVENT_COLUMNS: LiteralString = (
     "e.id, e.type, e.status, e.attempts, e.created, e.received_at, e.processed_at,"
     " e.ordering_key, e.livemode, e.api_version, e.account, e.last_error, e.process_seq,"
-    " e.next_attempt_at, e.enqueued_at"
+    " e.next_attempt_at, e.enqueued_at, e.kind, e.endpoint, e.snapshot_event"
 )
 _CUSTOMER: LiteralString = (
     "(%(customer)s::text IS NULL OR e.ordering_key = %(customer)s"
     " OR e.payload->'data'->'object'->>'customer' = %(customer)s)"
 )
+_ACCOUNT: LiteralString = "(%(account)s::text IS NULL OR e.account = %(account)s)"
 
 
 def list_events(conn: Connection, f: Filter) -> list[Row]:
@@ -30,7 +31,11 @@ def list_events(conn: Connection, f: Filter) -> list[Row]:
         " WHERE (%(status)s::text IS NULL OR e.status = %(status)s)"
         " AND (%(type)s::text IS NULL OR e.type = %(type)s)"
         " AND (%(since)s::timestamptz IS NULL OR e.created >= %(since)s)"
-        " AND " + _CUSTOMER + " ORDER BY e.created DESC, e.received_at DESC, e.id DESC"
+        " AND "
+        + _ACCOUNT
+        + " AND "
+        + _CUSTOMER
+        + " ORDER BY e.created DESC, e.received_at DESC, e.id DESC"
         " LIMIT %(limit)s",
         vars(f),
     )
@@ -71,7 +76,7 @@ def list_dead(conn: Connection, f: Filter) -> list[Row]:
         " WHERE e.status = 'dead'"
         " AND (%(type)s::text IS NULL OR e.type = %(type)s)"
         " AND (%(since)s::timestamptz IS NULL OR d.dead_at >= %(since)s)"
-        " AND " + _CUSTOMER + " ORDER BY e.created, e.received_at, e.id"
+        " AND " + _ACCOUNT + " AND " + _CUSTOMER + " ORDER BY e.created, e.received_at, e.id"
         " LIMIT %(limit)s",
         vars(f),
     )
