@@ -39,7 +39,7 @@ def _current(tx: Tx, event: Event, kind: str) -> tuple[Mapping[str, Any], Row]:
         return obj, _source(event)
     object_id = shapes.id_of(obj.get("id"))
     if object_id and tx.services.stripe is not None:
-        fetched = stripe_api.fetch(tx.services.stripe, kind, object_id)
+        fetched = stripe_api.fetch(tx.services.stripe, kind, object_id, event.account)
         if fetched is not None:
             now = datetime.now(UTC).replace(microsecond=0)
             return fetched, _source(event, max(now, event.created))
