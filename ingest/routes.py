@@ -168,7 +168,8 @@ def unknown_endpoint(metrics: IntakeMetrics) -> ASGIApp:
         await send({"type": "http.response.start", "status": 404, "headers": headers})
         await send({"type": "http.response.body", "body": body})
         metrics.observe("unknown_endpoint", perf_counter() - started)
-        log.info("webhook.received", endpoint=None, outcome="unknown_endpoint", status=404)
+        name = scope["path"].removeprefix("/webhooks/stripe/")[:64]  # which name was asked for
+        log.info("webhook.received", endpoint=name, outcome="unknown_endpoint", status=404)
 
     return endpoint
 
