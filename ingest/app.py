@@ -32,24 +32,33 @@ log = structlog.get_logger("ingest.app")
 # Grouped INSERTs in flight at once: one is being committed while the next one fills.
 FLUSHES_IN_FLIGHT = 2
 WEBHOOK_PATH = "/webhooks/stripe"
+NAMED_PREFIX = WEBHOOK_PATH + "/"
 
 
 class IntakeApp(Starlette):
-    """Starlette, with `POST /webhooks/stripe` handed straight to its endpoint.
+    """Starlette, with `POST /webhooks/stripe` (and `/webhooks/stripe/<name>`) handed straight
+    to its endpoint.
 
-    The endpoint answers every error itself, so Starlette's router and middleware (a good part of
-    a request's CPU) are skipped on the hot path; anything else goes through Starlette.
+    The endpoints answer every error themselves, so Starlette's router and middleware (a good
+    part of a request's CPU) are skipped on the hot path; anything else goes through Starlette.
     """
 
-    def __init__(self, webhook: ASGIApp, **kwargs: object) -> None:
+    def __init__(self, webhooks: dict[str, ASGIApp], unknown: ASGIApp, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
-        self._webhook = webhook
+        self._webhooks = webhooks  # by path
+        self._unknown = unknown
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] == WEBHOOK_PATH and scope["method"] == "POST":
-            await self._webhook(scope, receive, send)
-        else:
-            await super().__call__(scope, receive, send)
+        if scope["type"] == "http" and scope["method"] == "POST":
+            path: str = scope["path"]
+            webhook = self._webhooks.get(path)
+            if webhook is not None:
+                await webhook(scope, receive, send)
+                return
+            if path.startswith(NAMED_PREFIX):
+                await self._unknown(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
@@ -86,7 +95,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
         await pool.open(wait=False)
         batcher.start()
         enqueuer.start()
-        log.info("web.started", port=settings.port, secret_count=len(settings.webhook_secrets))
+        log.info(
+            "web.started",
+            port=settings.port,
+            secret_count=len(settings.webhook_secrets),
+            endpoints=sorted(settings.endpoint_secrets),
+        )
         try:
             yield
         finally:
@@ -98,10 +112,17 @@ def create_app(settings: Settings | None = None) -> Starlette:
             log.info("web.stopped")
 
     webhook = routes.WebhookEndpoint(settings, batcher.store, metrics)
+    webhooks: dict[str, ASGIApp] = {WEBHOOK_PATH: webhook}
+    for name in settings.endpoint_secrets:
+        named = routes.WebhookEndpoint(settings, batcher.store, metrics, name)
+        webhooks[NAMED_PREFIX + name] = named
     return IntakeApp(
-        webhook,
+        webhooks,
+        routes.unknown_endpoint(metrics),
         routes=[
             Route(WEBHOOK_PATH, webhook, methods=["POST"]),
+            # Only for other methods (405): POSTs never reach Starlette's router.
+            Route(NAMED_PREFIX + "{name}", webhook, methods=["POST"]),
             Route("/healthz", routes.healthz, methods=["GET"]),
             Route(
                 "/readyz",

@@ -1,4 +1,10 @@
-"""Parse a verified body into the row we store, and derive its ordering key."""
+"""Parse a verified body into the row we store, and derive its ordering key.
+
+Two kinds of events come in, signed the same way: snapshot events (`"object": "event"`, unix
+`created`, the object in `data.object`) and thin event notifications (`"object":
+"v2.core.event"`, ISO 8601 `created`, a `related_object` to fetch, optional `snapshot_event`
+and `context`, the Connect account). Both are read as plain JSON: no Stripe objects are built.
+"""
 
 from __future__ import annotations
 
@@ -28,19 +34,29 @@ class EventRow:
     account: str | None
     ordering_key: str
     payload: str  # the body as received, stored as jsonb
+    kind: str = "snapshot"  # or "thin"
+    # The named endpoint it came in on (`/webhooks/stripe/<name>`); None for `/webhooks/stripe`.
+    endpoint: str | None = None
+    # A thin event's snapshot twin (Stripe's `snapshot_event`).
+    snapshot_event: str | None = None
 
 
-def parse_event(body: bytes | str) -> EventRow:
+THIN_OBJECT = "v2.core.event"
+
+
+def parse_event(body: bytes | str, endpoint: str | None = None) -> EventRow:
     try:
         event = orjson.loads(body)
     except orjson.JSONDecodeError as e:
         raise MalformedEvent("body is not JSON") from e
-    return event_row(event, body if isinstance(body, str) else body.decode("utf-8"))
+    return event_row(event, body if isinstance(body, str) else body.decode("utf-8"), endpoint)
 
 
-def event_row(event: Any, payload: str) -> EventRow:
+def event_row(event: Any, payload: str, endpoint: str | None = None) -> EventRow:
     if not isinstance(event, dict):
         raise MalformedEvent("event is not a JSON object")
+    if event.get("object") == THIN_OBJECT:
+        return thin_row(event, payload, endpoint)
     event_id, event_type, created = event.get("id"), event.get("type"), event.get("created")
     data = event.get("data")
     if not isinstance(event_id, str) or not event_id:
@@ -51,16 +67,13 @@ def event_row(event: Any, payload: str) -> EventRow:
         raise MalformedEvent("event has no created timestamp")
     if not isinstance(data, dict) or not isinstance(data.get("object"), dict):
         raise MalformedEvent("event has no data.object")
-    if "\\u0000" in payload and _has_nul(event):  # the text alone may be an escaped backslash
-        # jsonb cannot hold NUL: refused here, before the database.
-        raise MalformedEvent("event contains a NUL character")
+    _refuse_nul(event, payload)
     try:
         created_at = datetime.fromtimestamp(created, tz=UTC)
     except (OverflowError, OSError, ValueError) as e:
         raise MalformedEvent("event has an impossible created timestamp") from e
     key = ordering_key(event)
-    if len(event_id) > MAX_KEY_CHARS or len(key) > MAX_KEY_CHARS:
-        raise MalformedEvent(f"event id or ordering key over {MAX_KEY_CHARS} characters")
+    _check_lengths(event_id, key)
     api_version = event.get("api_version")
     account = event.get("account")
     return EventRow(
@@ -72,7 +85,70 @@ def event_row(event: Any, payload: str) -> EventRow:
         account=account if isinstance(account, str) else None,
         ordering_key=key,
         payload=payload,
+        endpoint=endpoint,
     )
+
+
+def thin_row(event: dict[str, Any], payload: str, endpoint: str | None = None) -> EventRow:
+    """A thin event notification: its related object names its ordering key (the object's id;
+    Stripe's ids are unique across accounts), `context` its account."""
+    event_id, event_type, created = event.get("id"), event.get("type"), event.get("created")
+    related = event.get("related_object")
+    if not isinstance(event_id, str) or not event_id:
+        raise MalformedEvent("event has no id")
+    if not isinstance(event_type, str) or not event_type:
+        raise MalformedEvent("event has no type")
+    if not isinstance(related, dict):
+        raise MalformedEvent("thin event has no related_object")
+    related_id, url = _id_of(related.get("id")), related.get("url")
+    if related_id is None and not (isinstance(url, str) and url):
+        raise MalformedEvent("thin event's related_object has neither id nor url")
+    created_at = _iso_time(created)
+    _refuse_nul(event, payload)
+    key = related_id or event_id  # a singleton related object (a url, no id) orders by event
+    snapshot, context = event.get("snapshot_event"), event.get("context")
+    snapshot_event = snapshot if isinstance(snapshot, str) and snapshot else None
+    _check_lengths(event_id, key, snapshot_event or "")
+    return EventRow(
+        id=event_id,
+        type=event_type,
+        created=created_at,
+        livemode=event.get("livemode") is True,
+        api_version=None,  # thin payloads are unversioned
+        account=context if isinstance(context, str) and context else None,
+        ordering_key=key,
+        payload=payload,
+        kind="thin",
+        endpoint=endpoint,
+        snapshot_event=snapshot_event,
+    )
+
+
+def _iso_time(value: Any) -> datetime:
+    """An ISO 8601 date and time with its offset (Stripe sends `2026-10-01T12:00:00.123Z`)."""
+    if not isinstance(value, str) or "T" not in value:
+        raise MalformedEvent("thin event has no ISO 8601 created time")
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError as e:
+        raise MalformedEvent("thin event has an impossible created time") from e
+    if moment.tzinfo is None:
+        raise MalformedEvent("thin event's created time has no offset")
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError as e:
+        raise MalformedEvent("thin event has an impossible created time") from e
+
+
+def _refuse_nul(event: Any, payload: str) -> None:
+    if "\\u0000" in payload and _has_nul(event):  # the text alone may be an escaped backslash
+        # jsonb cannot hold NUL: refused here, before the database.
+        raise MalformedEvent("event contains a NUL character")
+
+
+def _check_lengths(*values: str) -> None:
+    if any(len(v) > MAX_KEY_CHARS for v in values):
+        raise MalformedEvent(f"event id or ordering key over {MAX_KEY_CHARS} characters")
 
 
 def _has_nul(event: Any) -> bool:

@@ -17,6 +17,7 @@ OUTCOMES = (
     "request_timeout",
     "unavailable",
     "disconnected",
+    "unknown_endpoint",
 )
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)

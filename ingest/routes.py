@@ -1,4 +1,5 @@
-"""The endpoints: `POST /webhooks/stripe`, `/healthz`, `/readyz`, `/metrics`.
+"""The endpoints: `POST /webhooks/stripe` (and `/webhooks/stripe/<name>`), `/healthz`,
+`/readyz`, `/metrics`.
 
 The webhook endpoint is a plain ASGI callable: it reads the body itself (the limit is enforced
 while streaming) and writes its JSON answer without building Request/Response objects.
@@ -14,7 +15,7 @@ import orjson
 import structlog
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ingest.body import (
     BodyTimeout,
@@ -50,18 +51,25 @@ ERRORS = {
         "payload_too_large",
         "request_timeout",
         "unavailable",
+        "unknown_endpoint",
     )
 }
 
 
 class WebhookEndpoint:
+    """One endpoint: `/webhooks/stripe` (`name` None) or `/webhooks/stripe/<name>`, verified
+    with its own secrets only."""
+
     def __init__(
         self,
         settings: Settings,
         store: Callable[[EventRow], Awaitable[bool]],
         metrics: IntakeMetrics,
+        name: str | None = None,
     ) -> None:
-        self._keys = signing_keys(settings.webhook_secrets)
+        secrets = settings.webhook_secrets if name is None else settings.endpoint_secrets[name]
+        self._keys = signing_keys(secrets)
+        self.name = name
         self._tolerance = settings.webhook_tolerance
         self._livemode = settings.expected_livemode
         self._limit = settings.max_body_bytes
@@ -98,6 +106,7 @@ class WebhookEndpoint:
             emit = log.debug if outcome == "stored" else log.info
             emit(
                 "webhook.received",
+                endpoint=self.name,
                 event_type=row.type if row is not None else None,
                 outcome=outcome,
                 status=status,
@@ -133,7 +142,7 @@ class WebhookEndpoint:
         except (UnicodeDecodeError, SignatureRejected):
             return 400, INVALID, ERRORS[INVALID], None
         try:
-            row = parse_event(payload)
+            row = parse_event(payload, self.name)
         except MalformedEvent:
             return 400, "malformed_event", ERRORS["malformed_event"], None
         structlog.contextvars.bind_contextvars(event_id=row.id)
@@ -147,6 +156,22 @@ class WebhookEndpoint:
             return 503, "unavailable", ERRORS["unavailable"], row
         answer = orjson.dumps({"received": True, "duplicate": not new, "id": row.id})
         return 200, "stored" if new else "duplicate", answer, row
+
+
+def unknown_endpoint(metrics: IntakeMetrics) -> ASGIApp:
+    """`POST /webhooks/stripe/<name>` for a name no STRIPE_WEBHOOK_SECRET_<NAME> gives: 404."""
+    body = ERRORS["unknown_endpoint"]
+    headers = [_JSON, (b"content-length", str(len(body)).encode()), (b"connection", b"close")]
+
+    async def endpoint(scope: Scope, receive: Receive, send: Send) -> None:
+        started = perf_counter()
+        await send({"type": "http.response.start", "status": 404, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+        metrics.observe("unknown_endpoint", perf_counter() - started)
+        name = scope["path"].removeprefix("/webhooks/stripe/")[:64]  # which name was asked for
+        log.info("webhook.received", endpoint=name, outcome="unknown_endpoint", status=404)
+
+    return endpoint
 
 
 async def healthz(_request: Request) -> Response:

@@ -27,12 +27,14 @@ _CONTENT_CLASSES = frozenset({"22", "23", "54"})
 # regex substitution in Python, ~30x the CPU of the whole binary statement for 4 KB events.
 INSERT_EVENTS = """
 INSERT INTO stripe_events
-    (id, type, created, livemode, api_version, account, ordering_key, payload, enqueued_at)
-SELECT i, t, c, l, v, a, k, p::jsonb, now()
+    (id, type, created, livemode, api_version, account, ordering_key, payload, enqueued_at,
+     kind, endpoint, snapshot_event)
+SELECT i, t, c, l, v, a, k, p::jsonb, now(), kd, ep, se
 FROM unnest(
     %(ids)b::text[], %(types)b::text[], %(created)b::timestamptz[], %(livemode)b::boolean[],
-    %(api_versions)b::text[], %(accounts)b::text[], %(keys)b::text[], %(payloads)b::text[]
-) AS r(i, t, c, l, v, a, k, p)
+    %(api_versions)b::text[], %(accounts)b::text[], %(keys)b::text[], %(payloads)b::text[],
+    %(kinds)b::text[], %(endpoints)b::text[], %(snapshot_events)b::text[]
+) AS r(i, t, c, l, v, a, k, p, kd, ep, se)
 ON CONFLICT (id) DO NOTHING
 RETURNING id
 """
@@ -48,6 +50,9 @@ def _params(rows: Sequence[EventRow]) -> dict[str, list[object]]:
         "accounts": [r.account for r in rows],
         "keys": [r.ordering_key for r in rows],
         "payloads": [r.payload for r in rows],
+        "kinds": [r.kind for r in rows],
+        "endpoints": [r.endpoint for r in rows],
+        "snapshot_events": [r.snapshot_event for r in rows],
     }
 
 

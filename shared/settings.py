@@ -8,7 +8,8 @@ process and pass it in. Each field declares its variable, parser and one-line de
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+import re
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -27,8 +28,12 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 # Verification that these would weaken stops every process at start (CONTRACT.md).
 MIN_SECRET_CHARS = 16
 MIN_TOLERANCE_S, MAX_TOLERANCE_S = 1, 3600
+# A family's member name is a path segment (`/webhooks/stripe/<name>`).
+_MEMBER_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
+FAMILY_SUFFIX = "<NAME>"
 
 T = TypeVar("T")
+V = TypeVar("V")
 Parser = Callable[[str, str], Any]
 
 
@@ -97,6 +102,12 @@ class Var:
     doc: str
     # The default as the reference shows it, when the value itself would not say it.
     shown: str | None = None
+    # A family of variables `PREFIX_<NAME>`: the field maps each lowercased name to its value.
+    family: bool = False
+
+    @property
+    def prefix(self) -> str:
+        return self.env.removesuffix(FAMILY_SUFFIX)
 
 
 def setting(
@@ -104,6 +115,58 @@ def setting(
 ) -> T:
     """A `Settings` field read from the variable `env` (blank counts as unset)."""
     return field(default=default, metadata={"var": Var(env, parse, doc, shown)})
+
+
+class Members(Mapping[str, V]):
+    """A family's values by name: read-only and hashable, like every other setting."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Mapping[str, V] | None = None) -> None:
+        self._items = dict(sorted((items or {}).items()))
+
+    def __getitem__(self, name: str) -> V:
+        return self._items[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __hash__(self) -> int:
+        return hash(tuple(self._items.items()))
+
+    def __repr__(self) -> str:
+        return f"Members({sorted(self._items)!r})"  # the names only: values may be secrets
+
+
+def setting_family(
+    env: str, parse: Callable[[str, str], T], doc: str, *, shown: str = "none"
+) -> Mapping[str, T]:
+    """A `Settings` field read from every variable `PREFIX_<NAME>` (`env` ends in `<NAME>`):
+    each lowercased NAME with its parsed value; none set, it is empty."""
+    if not env.endswith(FAMILY_SUFFIX):
+        raise ValueError(f"a family's variable ends in {FAMILY_SUFFIX}")
+    return field(default=Members(), metadata={"var": Var(env, parse, doc, shown, family=True)})
+
+
+def _family(spec: Var, env: Mapping[str, str]) -> Members[Any]:
+    members: dict[str, Any] = {}
+    for name, value in env.items():
+        if not name.startswith(spec.prefix) or not value.strip():
+            continue
+        if name == spec.prefix:
+            raise SettingsError(f"{name} needs a name: {spec.env}")
+        member = name.removeprefix(spec.prefix).lower()
+        if not _MEMBER_NAME.fullmatch(member):
+            raise SettingsError(
+                f"{name}: the name after {spec.prefix} may hold only letters, digits, _ and -"
+            )
+        if member in members:
+            raise SettingsError(f"{name} names {member!r} twice (names are not case-sensitive)")
+        members[member] = spec.parse(name, value.strip())
+    return Members(members)
 
 
 def var_of(f: Any) -> Var:
@@ -133,6 +196,13 @@ class Settings:
         comma_separated,
         "The endpoint's signing secret(s), each `whsec_` and at least 16 more characters,"
         " comma-separated during rotation; `web` refuses to start without one.",
+    )
+    endpoint_secrets: Mapping[str, tuple[str, ...]] = setting_family(
+        "STRIPE_WEBHOOK_SECRET_<NAME>",
+        comma_separated,
+        "The secret(s) of the named endpoint `POST /webhooks/stripe/<name>` (NAME lowercased:"
+        " `STRIPE_WEBHOOK_SECRET_CONNECT` serves `/webhooks/stripe/connect`), one variable per"
+        " endpoint, checked like `STRIPE_WEBHOOK_SECRET`; an endpoint takes only its own.",
     )
     webhook_tolerance: int = setting(
         300,
@@ -326,6 +396,9 @@ class Settings:
         kwargs: dict[str, Any] = {}
         for f in fields(cls):
             spec = var_of(f)
+            if spec.family:
+                kwargs[f.name] = _family(spec, env)
+                continue
             value = env.get(spec.env)
             if value is not None and value.strip() != "":
                 kwargs[f.name] = spec.parse(spec.env, value.strip())
@@ -352,12 +425,12 @@ class Settings:
             )
         if self.sweeper_lease_seconds <= 0 or self.sweeper_interval_seconds <= 0:
             raise SettingsError("SWEEPER_LEASE_SECONDS and SWEEPER_INTERVAL_SECONDS must be > 0")
-        for secret in self.webhook_secrets:
-            if not secret.startswith("whsec_") or len(secret) < len("whsec_") + MIN_SECRET_CHARS:
-                raise SettingsError(
-                    "STRIPE_WEBHOOK_SECRET entries must start with whsec_ and have at least "
-                    f"{MIN_SECRET_CHARS} more characters"
-                )
+        _check_secrets("STRIPE_WEBHOOK_SECRET", self.webhook_secrets)
+        for name, secrets in self.endpoint_secrets.items():
+            variable = f"STRIPE_WEBHOOK_SECRET_{name.upper()}"
+            if not secrets:
+                raise SettingsError(f"{variable} holds no secret")
+            _check_secrets(variable, secrets)
 
     @property
     def expected_livemode(self) -> bool | None:
@@ -399,6 +472,15 @@ class Settings:
 
     def with_overrides(self, **changes: Any) -> Settings:
         return replace(self, **changes)
+
+
+def _check_secrets(variable: str, secrets: tuple[str, ...]) -> None:
+    for secret in secrets:
+        if not secret.startswith("whsec_") or len(secret) < len("whsec_") + MIN_SECRET_CHARS:
+            raise SettingsError(
+                f"{variable} entries must start with whsec_ and have at least "
+                f"{MIN_SECRET_CHARS} more characters"
+            )
 
 
 def _is_live_key(key: str) -> bool:

@@ -51,6 +51,9 @@ class InFlight:
             ordering_key=row["ordering_key"],
             payload=row["payload"],
             attempt=row["attempts"] + (0 if counted else 1),
+            kind=row.get("kind") or "snapshot",
+            endpoint=row.get("endpoint"),
+            snapshot_event=row.get("snapshot_event"),
         )
         tx = Tx(conn=conn, settings=settings, services=services)
         return cls(event, tx, row["received_at"], row["enqueued"], counted=counted)

@@ -25,7 +25,7 @@ from psycopg.pq import TransactionStatus
 from shared.db import Connection
 from shared.errors import DatabaseUnavailable, HandlerError, error_line, is_conflict, is_outage
 from shared.settings import Settings
-from worker import sql
+from worker import sql, thin
 from worker.inflight import InFlight
 from worker.policy import key_lock_id
 from worker.registry import Registry, Services
@@ -136,6 +136,8 @@ def run_handlers(conn: Connection, spec: RoundSpec, inflight: InFlight) -> None:
         event_id=inflight.event.id, event_type=inflight.event.type
     )
     try:
+        if handlers and inflight.event.thin:  # its object is read from Stripe first
+            inflight.event = thin.prepare(inflight.event, spec.services.stripe)
         for handler in handlers:
             handler(inflight.tx, inflight.event)
         if conn.info.transaction_status != TransactionStatus.INTRANS:

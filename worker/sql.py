@@ -16,7 +16,8 @@ FROM (
 ) l
 LEFT JOIN LATERAL (
     SELECT id, type, created, livemode, api_version, account, ordering_key, received_at,
-           COALESCE(replayed_at, received_at) AS enqueued, attempts,
+           COALESCE(replayed_at, received_at) AS enqueued, attempts, kind, endpoint,
+           snapshot_event,
            GREATEST(0, EXTRACT(EPOCH FROM next_attempt_at - clock_timestamp()))::float8 AS wait,
            payload
     FROM stripe_events
@@ -113,7 +114,8 @@ CLAIM_HEAD = """
 WITH held AS MATERIALIZED (SELECT pg_try_advisory_xact_lock(%(lock)s) AS locked),
 head AS (
     SELECT id, type, created, livemode, api_version, account, ordering_key, received_at,
-           COALESCE(replayed_at, received_at) AS enqueued, attempts, last_error, payload
+           COALESCE(replayed_at, received_at) AS enqueued, attempts, last_error, kind, endpoint,
+           snapshot_event, payload
     FROM stripe_events
     WHERE (SELECT locked FROM held) AND ordering_key = %(key)s AND status = 'pending'
     ORDER BY created, received_at, id

@@ -4,14 +4,17 @@ Stripe lists events newest first. A run first fetches every page (cursor `starti
 `backfill_events`, then stores them oldest first, in chunks, with the receiver's own insert
 (`ON CONFLICT DO NOTHING`) and enqueues the new ids after each commit. Each page and each chunk
 commits with the run's progress in `backfill_runs`, so an interrupted run resumes where it
-stopped: the next `backfill` with the same `--types`, `--undelivered-only` and `--since` picks it
-up. A different `--since` (beyond SINCE_SLACK, so that `--since 2h` run again soon still matches)
-is refused unless `--resume` (keep the run's window) or `--fresh` (abandon it) says which.
+stopped: the next `backfill` with the same `--types`, `--undelivered-only`, `--account` and
+`--since` picks it up. A different `--since` (beyond SINCE_SLACK, so that `--since 2h` run again
+soon still matches) is refused unless `--resume` (keep the run's window) or `--fresh` (abandon
+it) says which. With `--account acct_...` it reads a connected account's events
+(`Stripe-Account`), stored with that account as a Connect endpoint's webhooks would have them.
 """
 
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -46,6 +49,9 @@ def _types(values: tuple[str, ...]) -> list[str]:
 @click.option("--since", type=WHEN, required=True, help="Events created at or after WHEN.")
 @click.option("--types", "types_", multiple=True, metavar="TYPE[,TYPE]", help="Only these types.")
 @click.option("--undelivered-only", is_flag=True, help="Only events Stripe failed to deliver.")
+@click.option(
+    "--account", metavar="ACCT_ID", help="A connected account's events (sent as Stripe-Account)."
+)
 @click.option("--fresh", is_flag=True, help="Abandon an interrupted run instead of resuming it.")
 @click.option(
     "--resume", is_flag=True, help="Resume an interrupted run even if its --since differs."
@@ -58,6 +64,7 @@ def backfill(
     since: datetime,
     types_: tuple[str, ...],
     undelivered_only: bool,
+    account: str | None,
     fresh: bool,
     resume: bool,
     chunk_size: int,
@@ -68,6 +75,7 @@ def backfill(
     \b
     stripe-ingest backfill --since 6h --undelivered-only
     stripe-ingest backfill --since 2024-05-01T02:00Z --types invoice.paid,invoice.payment_failed
+    stripe-ingest backfill --since 1d --account acct_1Nv0FGQ9RKHgCVdK
     """
     settings = ctx.settings
     if not settings.stripe_api_key:
@@ -75,8 +83,12 @@ def backfill(
     types = _types(types_)
     if fresh and resume:
         raise click.UsageError("give --fresh or --resume, not both")
+    if account is not None and not account.startswith("acct_"):
+        raise click.BadParameter(
+            "a connected account's id starts with acct_", param_hint="--account"
+        )
     with store.session(settings.database_url) as conn:
-        run = store.open_run(conn, types, undelivered_only)
+        run = store.open_run(conn, types, undelivered_only, account)
         if run is not None and fresh:
             store.abandon_run(conn, run["id"])
             run = None
@@ -88,7 +100,7 @@ def backfill(
                 "or --fresh to abandon it and start over"
             )
         if run is None:
-            run = store.create_run(conn, operator(), since, types, undelivered_only)
+            run = store.create_run(conn, operator(), since, types, undelivered_only, account)
         else:
             click.echo(
                 f"resuming backfill run #{run['id']} (since {run['since'].isoformat()}, "
@@ -103,13 +115,14 @@ def backfill(
             )
         if run["phase"] == "fetching":
             _fetch(conn, settings, run)
-        new, dupes, skipped, enqueuer = _store(conn, settings, run["id"], chunk_size)
+        new, dupes, skipped, enqueuer = _store(conn, settings, run["id"], chunk_size, account)
         done = store.finish_run(conn, run["id"])
     result = {
         "run_id": done["id"],
         "since": done["since"],
         "types": done["types"],
         "undelivered_only": done["undelivered_only"],
+        "account": done["account"],
         "fetched": done["fetched"],
         "new": done["new_events"],
         "duplicates": done["duplicates"],
@@ -144,13 +157,14 @@ def _fetch(conn: Connection, settings: Settings, run: store.Row) -> None:
         params["types"] = list(run["types"])
     if run["undelivered_only"]:
         params["delivery_success"] = False
+    options: dict[str, Any] = {"stripe_account": run["account"]} if run["account"] else {}
     cursor: str | None = run["cursor"]
     fetched = int(run["fetched"])
     while True:
         if cursor:
             params["starting_after"] = cursor
         try:
-            page = client.v1.events.list(params)
+            page = client.v1.events.list(params, options)
         except stripe.StripeError as e:
             message = error_line(e, with_type=False)
             raise click.ClickException(
@@ -170,7 +184,7 @@ def _fetch(conn: Connection, settings: Settings, run: store.Row) -> None:
 
 
 def _store(
-    conn: Connection, settings: Settings, run_id: int, chunk_size: int
+    conn: Connection, settings: Settings, run_id: int, chunk_size: int, account: str | None
 ) -> tuple[int, int, int, Enqueuer]:
     total = store.staged_count(conn, run_id)
     malformed: list[int] = [0]
@@ -179,9 +193,12 @@ def _store(
         rows = []
         for p in payloads:
             try:
-                rows.append(event_row(orjson.loads(p), p))
+                row = event_row(orjson.loads(p), p)
             except (MalformedEvent, orjson.JSONDecodeError):
                 malformed[0] += 1
+                continue
+            # A connected account's event, read with Stripe-Account, is that account's.
+            rows.append(replace(row, account=row.account or account) if account else row)
         return insert_events_sync(c, rows)
 
     new = dupes = 0

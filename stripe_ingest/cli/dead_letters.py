@@ -33,6 +33,7 @@ def dead_list(
     ctx: Context,
     event_type: str | None,
     customer: str | None,
+    account: str | None,
     limit: int,
     since: datetime | None,
     resolved: bool,
@@ -40,7 +41,12 @@ def dead_list(
 ) -> None:
     """Open dead letters (events dead now and not resolved), oldest first."""
     f = store.Filter(
-        type=event_type, customer=customer, since=since, limit=limit, resolved=resolved
+        type=event_type,
+        customer=customer,
+        account=account,
+        since=since,
+        limit=limit,
+        resolved=resolved,
     )
     with store.session(ctx.settings.database_url) as conn:
         rows = store.list_dead(conn, f)

@@ -18,6 +18,9 @@ _filters = [
     click.option(
         "--customer", metavar="CUS_ID", help="Only events of this customer (ordering key)."
     ),
+    click.option(
+        "--account", metavar="ACCT_ID", help="Only events of this Connect account (`account`)."
+    ),
     click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True),
 ]
 
@@ -44,12 +47,15 @@ def events_list(
     status: str | None,
     event_type: str | None,
     customer: str | None,
+    account: str | None,
     limit: int,
     since: datetime | None,
     as_json: bool,
 ) -> None:
     """Stored events, newest first."""
-    f = store.Filter(status=status, type=event_type, customer=customer, since=since, limit=limit)
+    f = store.Filter(
+        status=status, type=event_type, customer=customer, account=account, since=since, limit=limit
+    )
     with store.session(ctx.settings.database_url) as conn:
         rows = store.list_events(conn, f)
         total = store.count_events(conn, f)

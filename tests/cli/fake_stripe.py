@@ -1,7 +1,8 @@
 """A local stand-in for Stripe's API: a real HTTP server with Stripe's paging rules (newest first,
 `limit` up to 100, `starting_after`, `created[gte]`), which records every query it answers.
 
-- `GET /v1/events`: also `types[]` and `delivery_success`.
+- `GET /v1/events`: also `types[]` and `delivery_success`; with a `Stripe-Account` header, the
+  events of that connected account (`connected`), none of the platform's.
 - `GET /v1/customers`, `/v1/subscriptions`, `/v1/invoices`: the objects in `objects`; deleted
   customers are not listed, and subscriptions only with `status=all` include canceled ones (as at
   Stripe). `GET /v1/<those>/<id>`: one object, `{"id", "object", "deleted": true}` for a deleted
@@ -46,6 +47,8 @@ def _page(path: str, matching: list[dict[str, Any]], params: dict[str, str]) -> 
 @dataclass
 class FakeStripe:
     events: list[dict[str, Any]] = field(default_factory=list)  # any order; newest first
+    # Connected accounts' events, by account id (listed with a Stripe-Account header).
+    connected: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     undelivered: set[str] = field(default_factory=set)
     # Objects of the list endpoints, by name ("customers", "subscriptions", "invoices").
     objects: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
@@ -53,12 +56,20 @@ class FakeStripe:
     api_key: str = "sk_test_fake"
     queries: list[list[tuple[str, str]]] = field(default_factory=list)
     paths: list[str] = field(default_factory=list)  # the path of each query
+    accounts: list[str | None] = field(default_factory=list)  # each query's Stripe-Account
     fail_on_request: int | None = None  # 1-based request number answered with a 500
     url: str = ""
 
-    def answer(self, path: str, query: list[tuple[str, str]], auth: str | None) -> tuple[int, Any]:
+    def answer(
+        self,
+        path: str,
+        query: list[tuple[str, str]],
+        auth: str | None,
+        account: str | None = None,
+    ) -> tuple[int, Any]:
         self.queries.append(query)
         self.paths.append(path)
+        self.accounts.append(account)
         if auth != f"Bearer {self.api_key}":
             return 401, {"error": {"type": "invalid_request_error", "message": "Invalid API Key"}}
         if self.fail_on_request == len(self.queries):
@@ -71,10 +82,11 @@ class FakeStripe:
         params = dict(query)
         types = [v for k, v in query if k == "types[]" or k.startswith("types[")]
         gte = int(params.get("created[gte]", "0"))
+        listed = self.connected.get(account, []) if account else self.events
         matching = sorted(
             (
                 e
-                for e in self.events
+                for e in listed
                 if e["created"] >= gte
                 and (not types or e["type"] in types)
                 and (params.get("delivery_success") != "false" or e["id"] in self.undelivered)
@@ -113,7 +125,10 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         parts = urlsplit(self.path)
         status, body = self.fake.answer(
-            parts.path, parse_qsl(parts.query), self.headers.get("Authorization")
+            parts.path,
+            parse_qsl(parts.query),
+            self.headers.get("Authorization"),
+            self.headers.get("Stripe-Account"),
         )
         data = json.dumps(body).encode()
         self.send_response(status)

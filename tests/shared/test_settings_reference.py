@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import Field, fields
 from pathlib import Path
 
 from shared import settings_doc
@@ -45,16 +45,27 @@ def test_every_setting_has_one_variable_and_a_description_in_the_reference() -> 
         assert f"| `{spec.env}` |" in reference, f.name
 
 
+def _variable(f: Field[object]) -> str:
+    """The variable a sample is given in: a family's (`..._<NAME>`) with the name `SAMPLE`."""
+    spec = var_of(f)
+    return spec.prefix + "SAMPLE" if spec.family else spec.env
+
+
 def test_every_documented_variable_is_read_into_its_field() -> None:
     for f in fields(Settings):
         assert var_of(f).parse in SAMPLES, f"{f.name}: add a sample value for its parser"
-    env = {var_of(f).env: SAMPLES[var_of(f).parse] for f in fields(Settings)}
+    env = {_variable(f): SAMPLES[var_of(f).parse] for f in fields(Settings)}
     settings = Settings.from_mapping(env)
     for f in fields(Settings):
         spec = var_of(f)
         value = getattr(settings, f.name)
-        assert value == spec.parse(spec.env, env[spec.env]), spec.env
-        assert value != f.default, spec.env
+        parsed = spec.parse(spec.env, env[_variable(f)])
+        if spec.family:
+            assert value == {"sample": parsed}, spec.env
+            assert f.default == {}, spec.env
+        else:
+            assert value == parsed, spec.env
+            assert value != f.default, spec.env
 
 
 def test_the_check_mode_says_when_the_file_is_stale(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ import structlog
 
 from worker.mirror import queries, shapes, stripe_api, ties
 from worker.mirror.notifications import notify, release
-from worker.registry import Event, Tx, handles
+from worker.registry import Event, Tx, also_thin, handles
 
 log = structlog.get_logger(__name__)
 
@@ -20,20 +20,30 @@ Row = dict[str, Any]
 
 
 def _source(event: Event, kind: str) -> Row:
-    """The event's snapshot: its `created`, id and rank within the second (worker.mirror.ties)."""
+    """The event's snapshot: its `created`, id, rank within the second (worker.mirror.ties) and
+    Connect account. A thin event's object was read from Stripe: stamped as a read."""
+    if event.read_at is not None:
+        return _read(event, event.read_at)
     rank = ties.of_event(kind, event.type, event.id, event.object, event.previous_attributes)
-    return {"source_event_created": event.created, "source_event_id": event.id, "source_rank": rank}
+    return {
+        "source_event_created": event.created,
+        "source_event_id": event.id,
+        "source_rank": rank,
+        "account_id": event.account,
+    }
 
 
-def _read(event: Event) -> Row:
-    """An object read from Stripe's API now: stamped with the later of now and the event's
-    `created` (our clock may lag Stripe's), the microsecond in its rank (the later read wins)."""
-    now = datetime.now(UTC)
-    stamp = max(now.replace(microsecond=0), event.created)
+def _read(event: Event, at: datetime | None = None) -> Row:
+    """An object read from Stripe's API (now, or `at`): stamped with the later of the read and
+    the event's `created` (our clock may lag Stripe's), the microsecond in its rank (the later
+    read wins)."""
+    read = at or datetime.now(UTC)
+    stamp = max(read.replace(microsecond=0), event.created)
     return {
         "source_event_created": stamp,
         "source_event_id": event.id,
-        "source_rank": ties.of_read(now),
+        "source_rank": ties.of_read(read),
+        "account_id": event.account,
     }
 
 
@@ -41,9 +51,11 @@ def _current(tx: Tx, event: Event, kind: str) -> tuple[Mapping[str, Any], Row]:
     """The object to write and how to stamp it: re-read from Stripe when a key is set (the
     object as of now), else the event's own snapshot."""
     obj = event.object
+    if event.read_at is not None:  # a thin event's object, read from Stripe just now
+        return obj, _read(event, event.read_at)
     object_id = shapes.id_of(obj.get("id"))
     if object_id and tx.services.stripe is not None:
-        fetched = stripe_api.fetch(tx.services.stripe, kind, object_id)
+        fetched = stripe_api.fetch(tx.services.stripe, kind, object_id, event.account)
         if fetched is not None:
             return fetched, _read(event)
     return obj, _source(event, kind)
@@ -283,3 +295,17 @@ def checkout_completed(tx: Tx, event: Event) -> None:
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
+
+
+# Thin events of v1 resources (`v1.invoice.paid`, ...) are applied as their snapshots are, from
+# the object read from Stripe (see `worker.thin`).
+for _handler in (
+    customer_changed,
+    subscription_changed,
+    invoice_changed,
+    charge_changed,
+    dispute_changed,
+    refund_changed,
+    checkout_completed,
+):
+    also_thin(_handler)

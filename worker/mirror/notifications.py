@@ -1,7 +1,8 @@
 """The notifications outbox: written with the state change, delivered after the commit.
 
 A handler calls `notify(tx, event, kind, ...)`: one row per (event, kind), so a duplicate or a
-replay of the event never makes a second one. After the commit, the id is enqueued to the
+replay of the event never makes a second one; a thin event and its snapshot twin share one
+(`Event.twin_key`), whichever is processed first. After the commit, the id is enqueued to the
 `deliver_notification` actor (queue "notifications"); the sweeper re-enqueues rows whose message
 was lost. A delivery claims the row (sets `sent_at`, committed) before it sends, so a row is never
 sent twice; if the transport fails, the claim is released and the delivery retried later.
@@ -65,6 +66,7 @@ def notify(
         queries.INSERT_NOTIFICATION,
         {
             "event_id": event.id,
+            "dedupe_key": event.twin_key,
             "kind": kind,
             "customer_id": customer_id,
             "payload": Jsonb(dict(payload)),

@@ -31,7 +31,13 @@ def row_of(table: str, obj: Mapping[str, Any], read_at: datetime, source_id: str
     row = shape(obj)
     if table == "customers":
         row["deleted_at"] = read_at if row["deleted"] else None
-    return {**row, "source_event_created": read_at, "source_event_id": source_id}
+    # The platform's objects (reconcile reads no connected account): an account kept as it is.
+    return {
+        **row,
+        "source_event_created": read_at,
+        "source_event_id": source_id,
+        "account_id": None,
+    }
 
 
 def write(conn: Connection, table: str, row: Row) -> None:

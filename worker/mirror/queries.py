@@ -16,11 +16,12 @@ from typing import LiteralString
 UPSERT_CUSTOMER: LiteralString = """
 INSERT INTO customers AS t (
     id, email, name, currency, delinquent, deleted, deleted_at, livemode, metadata, created,
-    source_event_created, source_event_id, source_rank
+    source_event_created, source_event_id, source_rank, account_id
 ) VALUES (
     %(id)s, %(email)s, %(name)s, %(currency)s, %(delinquent)s, %(deleted)s, %(deleted_at)s,
     %(livemode)s, %(metadata)s, %(created)s, %(source_event_created)s, %(source_event_id)s,
-    %(source_rank)s
+    %(source_rank)s,
+    %(account_id)s
 )
 ON CONFLICT (id) DO UPDATE SET
     email = CASE WHEN EXCLUDED.deleted THEN t.email ELSE EXCLUDED.email END,
@@ -35,6 +36,7 @@ ON CONFLICT (id) DO UPDATE SET
     source_event_created = EXCLUDED.source_event_created,
     source_event_id = EXCLUDED.source_event_id,
     source_rank = EXCLUDED.source_rank,
+    account_id = coalesce(EXCLUDED.account_id, t.account_id),
     updated_at = now()
 WHERE (t.source_event_created, t.source_rank)
       <= (EXCLUDED.source_event_created, EXCLUDED.source_rank)
@@ -47,13 +49,14 @@ INSERT INTO subscriptions AS t (
     id, customer_id, status, price_id, product_id, quantity, current_period_start,
     current_period_end, cancel_at_period_end, cancel_at, canceled_at, ended_at, trial_start,
     trial_end, latest_invoice_id, livemode, metadata, created, source_event_created,
-    source_event_id, source_rank
+    source_event_id, source_rank, account_id
 ) VALUES (
     %(id)s, %(customer_id)s, %(status)s, %(price_id)s, %(product_id)s, %(quantity)s,
     %(current_period_start)s, %(current_period_end)s, %(cancel_at_period_end)s, %(cancel_at)s,
     %(canceled_at)s, %(ended_at)s, %(trial_start)s, %(trial_end)s, %(latest_invoice_id)s,
     %(livemode)s, %(metadata)s, %(created)s, %(source_event_created)s, %(source_event_id)s,
-    %(source_rank)s
+    %(source_rank)s,
+    %(account_id)s
 )
 ON CONFLICT (id) DO UPDATE SET
     customer_id = coalesce(EXCLUDED.customer_id, t.customer_id),
@@ -76,6 +79,7 @@ ON CONFLICT (id) DO UPDATE SET
     source_event_created = EXCLUDED.source_event_created,
     source_event_id = EXCLUDED.source_event_id,
     source_rank = EXCLUDED.source_rank,
+    account_id = coalesce(EXCLUDED.account_id, t.account_id),
     updated_at = now()
 WHERE (t.source_event_created, t.source_rank)
       <= (EXCLUDED.source_event_created, EXCLUDED.source_rank)
@@ -90,13 +94,14 @@ INSERT INTO invoices AS t (
     id, customer_id, subscription_id, status, billing_reason, currency, amount_due, amount_paid,
     amount_remaining, total, hosted_invoice_url, attempt_count, next_payment_attempt, paid_at,
     charge_id, payment_intent_id, period_start, period_end, livemode, metadata, created,
-    source_event_created, source_event_id, source_rank
+    source_event_created, source_event_id, source_rank, account_id
 ) VALUES (
     %(id)s, %(customer_id)s, %(subscription_id)s, %(status)s, %(billing_reason)s, %(currency)s,
     %(amount_due)s, %(amount_paid)s, %(amount_remaining)s, %(total)s, %(hosted_invoice_url)s,
     %(attempt_count)s, %(next_payment_attempt)s, %(paid_at)s, %(charge_id)s,
     %(payment_intent_id)s, %(period_start)s, %(period_end)s, %(livemode)s, %(metadata)s,
-    %(created)s, %(source_event_created)s, %(source_event_id)s, %(source_rank)s
+    %(created)s, %(source_event_created)s, %(source_event_id)s, %(source_rank)s,
+    %(account_id)s
 )
 ON CONFLICT (id) DO UPDATE SET
     customer_id = coalesce(EXCLUDED.customer_id, t.customer_id),
@@ -122,6 +127,7 @@ ON CONFLICT (id) DO UPDATE SET
     source_event_created = EXCLUDED.source_event_created,
     source_event_id = EXCLUDED.source_event_id,
     source_rank = EXCLUDED.source_rank,
+    account_id = coalesce(EXCLUDED.account_id, t.account_id),
     updated_at = now()
 WHERE (t.source_event_created, t.source_rank)
       <= (EXCLUDED.source_event_created, EXCLUDED.source_rank)
@@ -179,12 +185,13 @@ UPSERT_CHARGE: LiteralString = """
 INSERT INTO charges AS t (
     id, customer_id, payment_intent_id, invoice_id, amount, amount_captured, amount_refunded,
     currency, captured, paid, refunded, disputed, status, failure_code, failure_message,
-    livemode, metadata, created, source_event_created, source_event_id, source_rank
+    livemode, metadata, created, source_event_created, source_event_id, source_rank, account_id
 ) VALUES (
     %(id)s, %(customer_id)s, %(payment_intent_id)s, %(invoice_id)s, %(amount)s,
     %(amount_captured)s, %(amount_refunded)s, %(currency)s, %(captured)s, %(paid)s, %(refunded)s,
     %(disputed)s, %(status)s, %(failure_code)s, %(failure_message)s, %(livemode)s, %(metadata)s,
-    %(created)s, %(source_event_created)s, %(source_event_id)s, %(source_rank)s
+    %(created)s, %(source_event_created)s, %(source_event_id)s, %(source_rank)s,
+    %(account_id)s
 )
 ON CONFLICT (id) DO UPDATE SET
     customer_id = coalesce(EXCLUDED.customer_id, t.customer_id),
@@ -207,6 +214,7 @@ ON CONFLICT (id) DO UPDATE SET
     source_event_created = EXCLUDED.source_event_created,
     source_event_id = EXCLUDED.source_event_id,
     source_rank = EXCLUDED.source_rank,
+    account_id = coalesce(EXCLUDED.account_id, t.account_id),
     updated_at = now()
 WHERE (t.source_event_created, t.source_rank)
       <= (EXCLUDED.source_event_created, EXCLUDED.source_rank)
@@ -247,12 +255,13 @@ LOCK_CHARGE: LiteralString = (
 UPSERT_DISPUTE: LiteralString = """
 INSERT INTO disputes AS t (
     id, charge_id, customer_id, payment_intent_id, amount, currency, reason, status, livemode,
-    metadata, created, source_event_created, source_event_id, source_rank
+    metadata, created, source_event_created, source_event_id, source_rank, account_id
 ) VALUES (
     %(id)s, %(charge_id)s,
     coalesce(%(customer_id)s, (SELECT c.customer_id FROM charges c WHERE c.id = %(charge_id)s)),
     %(payment_intent_id)s, %(amount)s, %(currency)s, %(reason)s, %(status)s, %(livemode)s,
-    %(metadata)s, %(created)s, %(source_event_created)s, %(source_event_id)s, %(source_rank)s
+    %(metadata)s, %(created)s, %(source_event_created)s, %(source_event_id)s, %(source_rank)s,
+    %(account_id)s
 )
 ON CONFLICT (id) DO UPDATE SET
     charge_id = coalesce(EXCLUDED.charge_id, t.charge_id),
@@ -268,6 +277,7 @@ ON CONFLICT (id) DO UPDATE SET
     source_event_created = EXCLUDED.source_event_created,
     source_event_id = EXCLUDED.source_event_id,
     source_rank = EXCLUDED.source_rank,
+    account_id = coalesce(EXCLUDED.account_id, t.account_id),
     updated_at = now()
 WHERE (t.source_event_created, t.source_rank)
       <= (EXCLUDED.source_event_created, EXCLUDED.source_rank)
@@ -279,12 +289,13 @@ RETURNING t.id, t.customer_id, t.status
 UPSERT_REFUND: LiteralString = """
 INSERT INTO refunds AS t (
     id, charge_id, customer_id, payment_intent_id, amount, currency, reason, status, livemode,
-    metadata, created, source_event_created, source_event_id, source_rank
+    metadata, created, source_event_created, source_event_id, source_rank, account_id
 ) VALUES (
     %(id)s, %(charge_id)s,
     coalesce(%(customer_id)s, (SELECT c.customer_id FROM charges c WHERE c.id = %(charge_id)s)),
     %(payment_intent_id)s, %(amount)s, %(currency)s, %(reason)s, %(status)s, %(livemode)s,
-    %(metadata)s, %(created)s, %(source_event_created)s, %(source_event_id)s, %(source_rank)s
+    %(metadata)s, %(created)s, %(source_event_created)s, %(source_event_id)s, %(source_rank)s,
+    %(account_id)s
 )
 ON CONFLICT (id) DO UPDATE SET
     charge_id = coalesce(EXCLUDED.charge_id, t.charge_id),
@@ -300,6 +311,7 @@ ON CONFLICT (id) DO UPDATE SET
     source_event_created = EXCLUDED.source_event_created,
     source_event_id = EXCLUDED.source_event_id,
     source_rank = EXCLUDED.source_rank,
+    account_id = coalesce(EXCLUDED.account_id, t.account_id),
     updated_at = now()
 WHERE (t.source_event_created, t.source_rank)
       <= (EXCLUDED.source_event_created, EXCLUDED.source_rank)
@@ -310,12 +322,13 @@ UPSERT_CHECKOUT_SESSION: LiteralString = """
 INSERT INTO checkout_sessions AS t (
     id, client_reference_id, customer_id, subscription_id, invoice_id, payment_intent_id, mode,
     status, payment_status, amount_total, currency, livemode, metadata, created,
-    source_event_created, source_event_id, source_rank
+    source_event_created, source_event_id, source_rank, account_id
 ) VALUES (
     %(id)s, %(client_reference_id)s, %(customer_id)s, %(subscription_id)s, %(invoice_id)s,
     %(payment_intent_id)s, %(mode)s, %(status)s, %(payment_status)s, %(amount_total)s,
     %(currency)s, %(livemode)s, %(metadata)s, %(created)s, %(source_event_created)s,
-    %(source_event_id)s, %(source_rank)s
+    %(source_event_id)s, %(source_rank)s,
+    %(account_id)s
 )
 ON CONFLICT (id) DO UPDATE SET
     client_reference_id = coalesce(EXCLUDED.client_reference_id, t.client_reference_id),
@@ -334,6 +347,7 @@ ON CONFLICT (id) DO UPDATE SET
     source_event_created = EXCLUDED.source_event_created,
     source_event_id = EXCLUDED.source_event_id,
     source_rank = EXCLUDED.source_rank,
+    account_id = coalesce(EXCLUDED.account_id, t.account_id),
     updated_at = now()
 WHERE (t.source_event_created, t.source_rank)
       <= (EXCLUDED.source_event_created, EXCLUDED.source_rank)
@@ -342,11 +356,16 @@ RETURNING t.id
 
 CUSTOMER_OF_CHARGE: LiteralString = "SELECT customer_id FROM charges WHERE id = %(id)s"
 
-# The outbox.
+# The outbox: one row per (event, kind), and per (dedupe_key, kind) so that a thin event and its
+# snapshot twin share one (migration 0013).
 INSERT_NOTIFICATION: LiteralString = """
-INSERT INTO notifications (event_id, kind, customer_id, payload, awaits_charge, enqueued_at)
-VALUES (%(event_id)s, %(kind)s, %(customer_id)s, %(payload)s, %(awaits_charge)s, now())
-ON CONFLICT (event_id, kind) DO NOTHING
+INSERT INTO notifications
+    (event_id, dedupe_key, kind, customer_id, payload, awaits_charge, enqueued_at)
+VALUES (
+    %(event_id)s, %(dedupe_key)s, %(kind)s, %(customer_id)s, %(payload)s, %(awaits_charge)s,
+    now()
+)
+ON CONFLICT DO NOTHING
 RETURNING id
 """
 

@@ -57,17 +57,20 @@ def make_client(settings: Settings) -> stripe.StripeClient | None:
     wait=wait_exponential_jitter(multiplier=0.2, max=2.0, jitter=0.2),
     reraise=True,
 )
-def _get(api: stripe.StripeClient, path: str) -> Any:
-    response = api.raw_request("get", path)
+def _get(api: stripe.StripeClient, path: str, account: str | None = None) -> Any:
+    response = api.raw_request("get", path, **({"stripe_account": account} if account else {}))
     return response.data
 
 
-def fetch(api: stripe.StripeClient | None, kind: str, object_id: str) -> Mapping[str, Any] | None:
-    """The current `kind` object, or None without a client or when Stripe no longer has it."""
+def fetch(
+    api: stripe.StripeClient | None, kind: str, object_id: str, account: str | None = None
+) -> Mapping[str, Any] | None:
+    """The current `kind` object (of the connected `account`, sent as Stripe-Account), or None
+    without a client or when Stripe no longer has it."""
     if api is None or kind not in _PATHS or not object_id:
         return None
     try:
-        data = _get(api, _PATHS[kind] + object_id)
+        data = _get(api, _PATHS[kind] + object_id, account)
     except stripe.InvalidRequestError as e:
         if e.http_status == 404:
             log.info("mirror.refetch_missing", kind=kind, object_id=object_id)

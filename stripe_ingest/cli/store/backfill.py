@@ -8,13 +8,16 @@ from datetime import datetime
 from stripe_ingest.cli.store.base import Connection, Row, _one, translated
 
 
-def open_run(conn: Connection, types: Sequence[str], undelivered: bool) -> Row | None:
-    """The newest unfinished run with the same type and delivery filter, if any."""
+def open_run(
+    conn: Connection, types: Sequence[str], undelivered: bool, account: str | None = None
+) -> Row | None:
+    """The newest unfinished run with the same type, delivery and account filter, if any."""
     return _one(
         conn,
         "SELECT * FROM backfill_runs WHERE phase IN ('fetching', 'storing')"
-        " AND types = %s AND undelivered_only = %s ORDER BY id DESC LIMIT 1",
-        (sorted(types), undelivered),
+        " AND types = %s AND undelivered_only = %s AND account IS NOT DISTINCT FROM %s"
+        " ORDER BY id DESC LIMIT 1",
+        (sorted(types), undelivered, account),
     )
 
 
@@ -28,13 +31,18 @@ def abandon_run(conn: Connection, run_id: int) -> None:
 
 
 def create_run(
-    conn: Connection, who: str, since: datetime, types: Sequence[str], undelivered: bool
+    conn: Connection,
+    who: str,
+    since: datetime,
+    types: Sequence[str],
+    undelivered: bool,
+    account: str | None = None,
 ) -> Row:
     row = _one(
         conn,
-        "INSERT INTO backfill_runs (requested_by, since, types, undelivered_only)"
-        " VALUES (%s, %s, %s, %s) RETURNING *",
-        (who, since, sorted(types), undelivered),
+        "INSERT INTO backfill_runs (requested_by, since, types, undelivered_only, account)"
+        " VALUES (%s, %s, %s, %s, %s) RETURNING *",
+        (who, since, sorted(types), undelivered, account),
     )
     assert row is not None
     return row

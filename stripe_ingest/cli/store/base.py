@@ -76,6 +76,7 @@ class Filter:
     status: str | None = None
     type: str | None = None
     customer: str | None = None
+    account: str | None = None  # the Connect account (`stripe_events.account`)
     since: datetime | None = None
     limit: int | None = None
     error: str | None = None

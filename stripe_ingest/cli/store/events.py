@@ -15,7 +15,7 @@ from worker.mirror import versions
 _EVENT_COLUMNS: LiteralString = (
     "e.id, e.type, e.status, e.attempts, e.created, e.received_at, e.processed_at,"
     " e.ordering_key, e.livemode, e.api_version, e.account, e.last_error, e.process_seq,"
-    " e.next_attempt_at, e.enqueued_at"
+    " e.next_attempt_at, e.enqueued_at, e.kind, e.endpoint, e.snapshot_event"
 )
 # A customer's events: keyed by it, naming it, or keyed by one of its charges (a dispute or a
 # refund without a customer is keyed by its charge; the mirror knows whose charge it is).
@@ -26,12 +26,13 @@ _CUSTOMER: LiteralString = (
     " UNION SELECT charge_id FROM disputes WHERE customer_id = %(customer)s"
     " UNION SELECT charge_id FROM refunds WHERE customer_id = %(customer)s))"
 )
+_ACCOUNT: LiteralString = "(%(account)s::text IS NULL OR e.account = %(account)s)"
 _EVENTS_WHERE: LiteralString = (
     " FROM stripe_events e"
     " WHERE (%(status)s::text IS NULL OR e.status = %(status)s)"
     " AND (%(type)s::text IS NULL OR e.type = %(type)s)"
     " AND (%(since)s::timestamptz IS NULL OR e.created >= %(since)s)"
-    " AND " + _CUSTOMER
+    " AND " + _ACCOUNT + " AND " + _CUSTOMER
 )
 
 
@@ -86,7 +87,7 @@ DEAD_WHERE: LiteralString = (
     " AND (%(type)s::text IS NULL OR e.type = %(type)s)"
     " AND (%(error)s::text IS NULL OR d.error = %(error)s)"
     " AND (%(since)s::timestamptz IS NULL OR d.dead_at >= %(since)s)"
-    " AND " + _CUSTOMER
+    " AND " + _ACCOUNT + " AND " + _CUSTOMER
 )
 
 

@@ -18,6 +18,8 @@ class FakeStripe:
     # Status codes to answer before serving normally, consumed one per request.
     failures: list[int] = field(default_factory=list)
     requests: list[tuple[str, str | None]] = field(default_factory=list)
+    # Each request's headers, names lowercased, in the order of `requests`.
+    headers: list[dict[str, str]] = field(default_factory=list)
 
     def put(self, path: str, obj: dict[str, Any]) -> None:
         self.objects[path] = obj
@@ -32,6 +34,7 @@ def fake_stripe() -> Iterator[FakeStripe]:
         def do_GET(self) -> None:
             with lock:
                 state.requests.append((self.path, self.headers.get("Authorization")))
+                state.headers.append({k.lower(): v for k, v in self.headers.items()})
                 failure = state.failures.pop(0) if state.failures else None
                 obj = state.objects.get(self.path.split("?")[0])
             if failure is not None:
