@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Iterable
 import structlog
 
 from ingest.metrics import IntakeMetrics
+from shared.errors import error_line
 
 log = structlog.get_logger("ingest.enqueuer")
 
@@ -84,7 +85,7 @@ class Enqueuer:
             try:
                 await self._send(batch)
             except Exception as e:
-                self._failed(batch, " ".join(str(e).split()) or type(e).__name__)
+                self._failed(batch, error_line(e, with_type=False))
             else:
                 self._metrics.enqueued.inc(len(batch))
             self._sending = []  # left as is when cancelled: close() counts it

@@ -10,6 +10,7 @@ import psycopg
 import structlog
 
 from ingest.dramatiq_compat import RedisEnqueue
+from shared.errors import error_line
 
 log = structlog.get_logger("ingest.probes")
 
@@ -25,7 +26,7 @@ class Probe:
         try:
             await asyncio.wait_for(self.run(), PROBE_TIMEOUT_S)
         except Exception as e:
-            log.warning("web.probe_failed", probe=self.name, error=" ".join(str(e).split()))
+            log.warning("web.probe_failed", probe=self.name, error=error_line(e, with_type=False))
             return False
         return True
 
