@@ -195,7 +195,8 @@ class Settings:
         "STRIPE_WEBHOOK_SECRET",
         comma_separated,
         "The endpoint's signing secret(s), each `whsec_` and at least 16 more characters,"
-        " comma-separated during rotation; `web` refuses to start without one.",
+        " comma-separated during rotation; `web` refuses to start without one, and every"
+        " process with a malformed one.",
     )
     endpoint_secrets: Mapping[str, tuple[str, ...]] = setting_family(
         "STRIPE_WEBHOOK_SECRET_<NAME>",
@@ -208,8 +209,8 @@ class Settings:
         300,
         "STRIPE_WEBHOOK_TOLERANCE",
         whole_number,
-        "Seconds a signature's timestamp may be old or ahead (1 to 3600; outside that `web`"
-        " refuses to start).",
+        "Seconds a signature's timestamp may be old or ahead (1 to 3600; outside that every"
+        " process refuses to start).",
     )
     max_body_bytes: int = setting(
         1_048_576,
