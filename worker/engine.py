@@ -176,7 +176,9 @@ class Engine:
                 keys = run.pending[:1] if alone else run.pending
                 per_key = 1 if alone else per_key_limit(len(keys))
                 try:
-                    result = run_round(conn, self.spec, keys, per_key, claimed)
+                    result = run_round(
+                        conn, self.spec, keys, per_key, claimed, frozenset(run.failed_here)
+                    )
                 except RoundConflict as c:
                     # Deadlocks are nobody's fault: the round runs again, and after a few
                     # collisions one event per round, which holds fewer row locks at once.
@@ -212,9 +214,13 @@ class Engine:
                 if head is None:
                     continue  # nothing pending, or another worker holds it
                 run.known[key], wait = head
+                if head[0] in run.failed_here:
+                    # Failed in this message: its retry's message takes the key when it is
+                    # due (also if that is already, on a slow round), so it runs once a retry.
+                    continue
                 if wait <= 0:
                     runnable.append(key)
-                elif head[0] in run.failed_here or wait > EARLY_TOLERANCE_SECONDS:
+                elif wait > EARLY_TOLERANCE_SECONDS:
                     continue  # its retry's message comes when it is due
                 elif head[0] == run.for_event:
                     time.sleep(wait + 0.01)  # its own retry, a little early (clock skew)

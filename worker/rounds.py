@@ -95,9 +95,11 @@ def run_round(
     keys: list[str],
     per_key: int,
     claimed: frozenset[str] = frozenset(),
+    failed: frozenset[str] = frozenset(),
 ) -> Round:
     """Lock `keys`, run at most `per_key` events of each, finish them and commit. Events in
-    `claimed` had their attempt counted before (see `worker.engine`)."""
+    `claimed` had their attempt counted before (see `worker.engine`); a key stops at an event
+    in `failed` (it failed in this message: its retry's message runs it)."""
     try:
         with conn.pipeline():
             conn.execute("BEGIN")
@@ -117,7 +119,7 @@ def run_round(
         key = row["key"]
         if row["id"] is None or key in stopped:
             continue
-        waits = row["wait"] > 0 and row["id"] not in claimed
+        waits = (row["wait"] > 0 and row["id"] not in claimed) or row["id"] in failed
         if waits or len(done) >= MAX_EVENTS or time.monotonic() > round_end:
             stopped.add(key)  # waits for its retry, or the next round takes it
             continue
