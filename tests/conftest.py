@@ -19,6 +19,7 @@ from tests.databases import (
     free_redis_db,
     temporary_database,
 )
+from tests.procs import forget_recent, recent_logs
 
 # Property tests: a few hundred cases on a developer's run, 5,000 in CI (which sets CI=true);
 # `pytest --hypothesis-profile=ci` asks for CI's anywhere.
@@ -85,3 +86,19 @@ def env(database_url: str, redis_url: str, redis_namespace: str) -> dict[str, st
 @pytest.fixture
 def settings(env: dict[str, str]) -> Settings:
     return Settings.from_env(environ=env, env_file=None)
+
+
+# What the processes a failing test started logged, shown with its report.
+@pytest.fixture(autouse=True)
+def _fresh_process_logs() -> None:
+    forget_recent()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    report = yield
+    if report.failed and call.when == "call":
+        logs = recent_logs()
+        if logs:
+            report.sections.append(("processes", logs))
+    return report

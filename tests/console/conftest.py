@@ -10,7 +10,7 @@ import pytest
 
 from shared.settings import Settings
 from tests.cli.clitools import corpus_events, kill, store_events
-from tests.procs import Served, forget_recent, recent_logs, run_console
+from tests.procs import Served, run_console
 from tests.worker.mirror import builders as b
 from tests.worker.mirror.support import apply
 
@@ -66,18 +66,3 @@ def seeded(settings: Settings) -> Seeded:
 def console(console_env: dict[str, str], seeded: Seeded) -> Iterator[Served]:
     with run_console(console_env) as served:
         yield served
-
-
-@pytest.fixture(autouse=True)
-def _fresh_process_logs() -> None:
-    forget_recent()
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    report = yield
-    if report.failed and call.when == "call":
-        logs = recent_logs()
-        if logs:
-            report.sections.append(("processes", logs))
-    return report

@@ -7,7 +7,6 @@ from psycopg_pool import ConnectionPool
 
 from shared.db import Connection, make_pool
 from shared.settings import Settings
-from tests.procs import forget_recent, recent_logs
 from tests.worker.support import Messages, create_effects_table
 from worker.engine import Engine
 
@@ -27,21 +26,6 @@ def pool(effects_db: str) -> Iterator[ConnectionPool[Connection]]:
         yield pool
     finally:
         pool.close()
-
-
-@pytest.fixture(autouse=True)
-def _fresh_process_logs() -> None:
-    forget_recent()
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    report = yield
-    if report.failed and call.when == "call":
-        logs = recent_logs()
-        if logs:
-            report.sections.append(("processes", logs))
-    return report
 
 
 @pytest.fixture
