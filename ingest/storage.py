@@ -41,6 +41,10 @@ RETURNING id
 
 
 def _params(rows: Sequence[EventRow]) -> dict[str, list[object]]:
+    # In id order: two batches holding the same ids (a retry beside its original, a backfill
+    # beside intake) then wait for each other's uncommitted rows in one order, never in a cycle.
+    # In arrival order they can each insert one and wait for the other: a deadlock, a 503.
+    rows = sorted(rows, key=lambda r: r.id)
     return {
         "ids": [r.id for r in rows],
         "types": [r.type for r in rows],
