@@ -98,6 +98,8 @@ class FakeStripe:
     per_second: Counter[int] = field(default_factory=Counter)
     url: str = ""
     in_flight: int = 0
+    first_at: float | None = None  # time.monotonic() of the first request's arrival
+    last_at: float | None = None  # and of the last answer
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _index: dict[int, _Index] = field(default_factory=dict, repr=False)
 
@@ -109,6 +111,8 @@ class FakeStripe:
         """Count a request in; False: it is over the rate limit (answer 429)."""
         with self._lock:
             second = int(time.time())
+            if self.first_at is None:
+                self.first_at = time.monotonic()
             self.per_second[second] += 1
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
@@ -119,6 +123,7 @@ class FakeStripe:
     def leave(self) -> None:
         with self._lock:
             self.in_flight -= 1
+            self.last_at = time.monotonic()
 
     def _sorted(self, listed: list[dict[str, Any]]) -> _Index:
         with self._lock:
