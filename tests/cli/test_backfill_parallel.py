@@ -125,3 +125,37 @@ def test_a_killed_run_resumes_its_unfinished_segments_and_skips_the_finished(
         assert resumed["run_id"] == run["id"]
         assert (resumed["fetched"], resumed["new"], resumed["duplicates"]) == (3000, 3000, 0)
         _assert_stored_once(database_url, redis_url, redis_namespace, fake)
+
+
+def test_ctrl_c_stops_after_the_pages_being_read_and_the_run_resumes(
+    env: dict[str, str], database_url: str, redis_url: str, redis_namespace: str
+) -> None:
+    events = event_history(3000, 7, "i")
+    with serve(FakeStripe(events=events, latency=(0.15, 0.3), rate_limit=TEST_MODE_LIMIT)) as fake:
+        benv = _env(env, fake)
+        args = [sys.executable, "-m", "stripe_ingest.cli.main", "backfill", "--since", "7d"]
+        with run_process("backfill", args, benv) as proc:
+
+            def reading() -> bool:
+                assert proc.alive(), proc.logs()
+                return any(r["fetched"] for r in rows(database_url, "SELECT * FROM backfill_runs"))
+
+            wait_until(reading, timeout=60)
+            proc.send(signal.SIGINT)
+            assert proc.proc.wait(timeout=30) == 1
+            assert "interrupted;" in proc.logs() and "run backfill again to resume" in proc.logs()
+            assert "Traceback" not in proc.logs()
+
+        # What was fetched is staged, and each segment's count says how much.
+        segments = _segments(database_url)
+        staged = rows(
+            database_url, "SELECT segment, count(*) AS n FROM backfill_events GROUP BY segment"
+        )
+        assert {r["segment"]: r["n"] for r in staged} == {
+            s["segment"]: s["fetched"] for s in segments if s["fetched"]
+        }
+        assert not all(s["done"] for s in segments)
+
+        resumed = run_json(benv, "backfill", "--since", "7d")
+        assert (resumed["fetched"], resumed["new"], resumed["duplicates"]) == (3000, 3000, 0)
+        _assert_stored_once(database_url, redis_url, redis_namespace, fake)
