@@ -5,11 +5,13 @@ without reading its finished segments again."""
 from __future__ import annotations
 
 import itertools
+import json
 import signal
 import sys
 from collections.abc import Iterator
 from typing import Any
 
+import psycopg
 import pytest
 
 from tests.cli.clitools import enqueued_ids, rows, run_json
@@ -158,4 +160,32 @@ def test_ctrl_c_stops_after_the_pages_being_read_and_the_run_resumes(
 
         resumed = run_json(benv, "backfill", "--since", "7d")
         assert (resumed["fetched"], resumed["new"], resumed["duplicates"]) == (3000, 3000, 0)
+        _assert_stored_once(database_url, redis_url, redis_namespace, fake)
+
+
+def test_a_run_interrupted_before_segments_resumes_from_its_own_cursor(
+    env: dict[str, str], database_url: str, redis_url: str, redis_namespace: str
+) -> None:
+    events = event_history(230, 1, "o")
+    newest = sorted(events, key=lambda e: (e["created"], e["id"]), reverse=True)
+    with serve(FakeStripe(events=events)) as fake:
+        # As an older backfill left it: 100 fetched, staged in fetch order, its cursor past them.
+        with psycopg.connect(database_url) as conn:
+            run_id = conn.execute(
+                "INSERT INTO backfill_runs (requested_by, since, fetched, cursor)"
+                " VALUES ('test', now() - interval '1 day', 100, %s) RETURNING id",
+                (newest[99]["id"],),
+            ).fetchone()[0]  # type: ignore[index]
+            for position, event in enumerate(newest[:100]):
+                conn.execute(
+                    "INSERT INTO backfill_events (run_id, position, payload) VALUES (%s, %s, %s)",
+                    (run_id, position, json.dumps(event)),
+                )
+
+        resumed = run_json(_env(env, fake), "backfill", "--since", "1d")
+
+        assert resumed["run_id"] == run_id
+        assert (resumed["fetched"], resumed["new"], resumed["duplicates"]) == (230, 230, 0)
+        assert len(fake.queries) == 2 and "created[lt]" not in dict(fake.queries[0])
+        assert dict(fake.queries[0])["starting_after"] == newest[99]["id"]
         _assert_stored_once(database_url, redis_url, redis_namespace, fake)
