@@ -3,8 +3,9 @@
 
 - `GET /v1/events`: also `created[lt]`, `types[]` and `delivery_success`; with a
   `Stripe-Account` header, the events of that connected account (`connected`), none of the
-  platform's. Pages are cut from a sorted index (built once per list), so a fake of 50,000
-  events answers as fast as one of 50.
+  platform's. Pages are cut from a sorted index (built once per list, again when its length
+  changes: replace a list rather than edit its events), so a fake of 50,000 events answers as
+  fast as one of 50.
 - Like Stripe, optionally: `latency` (each request answered after a uniform random delay in that
   range, seconds) and `rate_limit` (requests a second, counted per wall-clock second: beyond it,
   429 with `Retry-After: 1`). It counts what a client relies on: `served` event pages,
