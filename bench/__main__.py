@@ -1,4 +1,5 @@
-"""`python -m bench`: receiver and pipeline benchmarks against baselines, in one invocation.
+"""`python -m bench`: receiver, pipeline and backfill benchmarks against baselines, in one
+invocation.
 
 Uses fresh databases and Redis namespaces of its own (dropped / deleted at the end), starts
 every server itself, and writes bench/RESULTS.md.
@@ -13,6 +14,7 @@ import sys
 from datetime import UTC, datetime
 
 from bench import system
+from bench.backfill import run_backfill_bench
 from bench.pipeline import run_pipeline_bench
 from bench.receiver import ensure_wrk, run_receiver_bench
 from bench.report import VERDICT, Results, render, targets
@@ -23,7 +25,7 @@ HELP = {
     "events": "events per pipeline phase",
     "repeats": "runs per receiver server and of the drain and trivial phases, alternating (the "
     "median run is compared)",
-    "quick": "3 s per server, 300 events: check the harness",
+    "quick": "3 s per server, 300 events, a 3,000-event backfill: check the harness",
     "strict": "exit 1 when a target is missed",
 }
 
@@ -57,11 +59,13 @@ def main(argv: list[str]) -> int:
     try:
         runs, events = run_receiver_bench(space, opts)
         pipeline = run_pipeline_bench(space, opts)
+        backfill = run_backfill_bench(space, opts)
     finally:
         space.close()
     argv_shown = shlex.join(["python", "-m", "bench", *argv])
     load.append(system.load_average())
     results = Results(opts, argv_shown, machine, load, started, runs, events, pipeline)
+    results.backfill = backfill
     opts.output.write_text(render(results))
     say(f"wrote {opts.output} in {(results.finished - started).total_seconds():.0f} s")
     for t in targets(results):

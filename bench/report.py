@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import NamedTuple
 
+from bench.backfill import DAYS, LATENCY, LIMIT, Backfill
 from bench.events import BenchEvent
 from bench.pipeline import COMMANDS, PHASES, Phase, Pipeline
 from bench.receiver import SERVERS, ServerRun
@@ -36,6 +37,7 @@ class Results:
     receiver_events: Sequence[BenchEvent]
     pipeline: Pipeline
     finished: datetime = field(default_factory=lambda: datetime.now(UTC))
+    backfill: Backfill | None = None
 
     def runs_of(self, name: str) -> list[ServerRun]:
         return [r for r in self.receiver_runs if r.name == name]
@@ -102,6 +104,23 @@ def targets(r: Results) -> list[Target]:
     peak = max(p.memory["worker"].largest_mb for p in live)
     shown = f"{peak:.0f} MB (tree {max(p.memory['worker'].tree_mb for p in live):.0f} MB)"
     add("worker memory", f"<= {WORKER_RSS_MB} MB per process", shown, peak <= WORKER_RSS_MB)
+    return found + (backfill_targets(r.backfill) if r.backfill else [])
+
+
+def backfill_targets(b: Backfill) -> list[Target]:
+    seq, par = b.run("sequential"), b.run("parallel")
+    shown = (
+        f"{b.speedup:.2f}x ({par.events_per_s:,.0f} vs {seq.events_per_s:,.0f} events/s fetched)"
+    )
+    found = [Target("backfill parallel fetch", ">= 3x sequential", shown, b.speedup >= 3)]
+    busiest = max(r.busiest_second for r in b.runs)
+    limited = sum(r.rate_limited for r in b.runs)
+    shown = f"{par.requests_per_s:.1f}/s average, busiest second {busiest}, {limited} 429s"
+    passed = busiest <= LIMIT and limited == 0
+    found.append(Target("backfill request rate", f"<= {LIMIT}/s, no 429", shown, passed))
+    exact = all(r.exact for r in b.runs)
+    shown = "every event stored once (both runs)" if exact else "counts differ: see Backfill"
+    found.append(Target("backfill completeness", "every event stored once", shown, exact))
     return found
 
 
@@ -278,6 +297,36 @@ def events(r: Results) -> list[str]:
     return out
 
 
+def backfill(r: Results) -> list[str]:
+    b = r.backfill
+    if b is None:
+        return []
+    out = [
+        "## Backfill\n",
+        f"`stripe-ingest backfill --since {DAYS}d` of {b.events:,} events spread over {DAYS} "
+        f"days, from the fake Stripe API answering each request in {LATENCY[0] * 1000:.0f}-"
+        f"{LATENCY[1] * 1000:.0f} ms and refusing (429) more than {LIMIT} requests in a second "
+        "(Stripe's test-mode limit; the client's default is 90% of it). Sequential is "
+        "`--parallel 1` (one listing, page after page), the baseline, in the same run; each run "
+        "into a fresh database. Fetch: the fake's first request to its last answer; wall: the "
+        "whole command, storing oldest first included. The fake runs in the bench's process, on "
+        "the same cores as the command and PostgreSQL.\n",
+    ]
+    header = "run|--parallel:|pages:|requests:|fetch s:|pages/s:|events/s:|requests/s:"
+    header += "|busiest second:|429s:|wall s:|stored:"
+    out += table(header, ([
+        x.name, x.parallel, x.pages, x.requests, f"{x.fetch_s:.1f}", f"{x.pages_per_s:.1f}",
+        f"{x.events_per_s:,.0f}", f"{x.requests_per_s:.1f}", x.busiest_second, x.rate_limited,
+        f"{x.wall_s:.1f}", f"{x.stored:,}",
+    ] for x in b.runs))  # fmt: skip
+    seq, par = b.run("sequential"), b.run("parallel")
+    out.append(
+        f"Parallel vs sequential: {b.speedup:.2f}x events/s fetched, "
+        f"{seq.wall_s / par.wall_s:.2f}x wall time.\n"
+    )
+    return out
+
+
 def render(r: Results) -> str:
     out = ["# Benchmark results\n"]
     if r.opts.quick:
@@ -294,7 +343,7 @@ def render(r: Results) -> str:
     out += ["## Machine\n", *(f"- {k}: {v}" for k, v in r.machine.items())]
     out += [f"- load average before / after: {' / '.join(r.load)}", "", "## Targets\n"]
     out += table("target|goal|measured|verdict", ([*t[:3], VERDICT[t.passed]] for t in targets(r)))
-    for section in (limits, receiver, pipeline, memory, events):
+    for section in (limits, receiver, pipeline, memory, events, backfill):
         out += section(r)
     make = "make bench            # services up, then .venv/bin/python -m bench (defaults)"
     return "\n".join([*out, "## Reproduce\n", "```sh", make, r.argv, "```", ""])

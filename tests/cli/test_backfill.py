@@ -47,7 +47,8 @@ def test_backfill_stores_every_new_event_oldest_first_and_a_second_run_nothing(
     env: dict[str, str], database_url: str, redis_url: str, redis_namespace: str, fake: FakeStripe
 ) -> None:
     benv = _env(env, fake)
-    result = run_json(benv, "backfill", "--since", "1d", "--chunk-size", "64")
+    # One segment: the plain listing Stripe documents, page after page.
+    result = run_json(benv, "backfill", "--since", "1d", "--chunk-size", "64", "--parallel", "1")
     assert (result["fetched"], result["new"], result["duplicates"]) == (230, 230, 0)
     assert result["enqueued"] == 230
     stored = _stored(database_url)
@@ -100,16 +101,18 @@ def test_an_interrupted_backfill_resumes_where_it_stopped(
     env: dict[str, str], database_url: str, fake: FakeStripe
 ) -> None:
     fake.fail_on_request = 2
-    failed = run_cli(_env(env, fake), "backfill", "--since", "1d")
+    failed = run_cli(_env(env, fake), "backfill", "--since", "1d", "--parallel", "1")
     assert failed.returncode == 1
     assert "injected outage" in failed.stderr and "run backfill again to resume" in failed.stderr
     assert _stored(database_url) == []
     (run,) = rows(database_url, "SELECT * FROM backfill_runs")
     assert run["phase"] == "fetching" and run["fetched"] == 100
+    (segment,) = rows(database_url, "SELECT * FROM backfill_segments")
+    assert segment["fetched"] == 100 and not segment["done"]
 
     resumed = run_json(_env(env, fake), "backfill", "--since", "1d")
     assert resumed["run_id"] == run["id"] and resumed["new"] == 230
-    assert dict(fake.queries[2])["starting_after"] == run["cursor"]
+    assert dict(fake.queries[2])["starting_after"] == segment["cursor"]
     assert len(fake.queries) == 4  # one page fetched, one refused, the last two
     assert rows(database_url, "SELECT phase FROM backfill_runs") == [{"phase": "done"}]
     assert rows(database_url, "SELECT count(*) AS n FROM backfill_events") == [{"n": 0}]
