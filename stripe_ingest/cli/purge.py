@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import signal
 import sys
-import time
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -21,16 +21,17 @@ _START = datetime(1, 1, 1, tzinfo=UTC)
 
 
 @contextmanager
-def _stop_requests() -> Iterator[list[int]]:
-    """SIGINT/SIGTERM while inside: recorded (the batch in progress commits), not raised."""
-    received: list[int] = []
+def _stop_requests() -> Iterator[threading.Event]:
+    """SIGINT/SIGTERM while inside: set (the batch in progress commits; a pause ends), not
+    raised."""
+    stop = threading.Event()
 
     def note(signum: int, frame: FrameType | None) -> None:
-        received.append(signum)
+        stop.set()
 
     previous = {s: signal.signal(s, note) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        yield received
+        yield stop
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
@@ -87,20 +88,19 @@ def purge(
         deleted, after = 0, _START
         if not dry_run and count:
             with (
-                _stop_requests() as signals,
+                _stop_requests() as stop,
                 click.progressbar(
                     length=count, label="purging", file=sys.stderr, show_pos=True
                 ) as bar,
             ):
-                while not signals:
+                while not stop.is_set():
                     n, after = store.purge_batch(conn, cutoff, after, batch_size)
                     deleted += n
                     bar.update(n)
                     if n == 0:
                         break
-                    if pause:
-                        time.sleep(pause)
-                stopped = bool(signals)
+                    stop.wait(pause)
+                stopped = stop.is_set()
     if as_json:
         emit_json(
             {

@@ -270,12 +270,11 @@ def count_purgeable(conn: Connection, cutoff: datetime) -> int:
 # walked again); a row locked by someone else (a replay) is skipped, and is the next purge's.
 # FOR UPDATE re-checks the status of a row changed since the snapshot: a replayed one stays.
 PURGE_BATCH: LiteralString = (
-    "WITH batch AS ("
-    " SELECT id, " + _FINISHED + " AS finished FROM stripe_events"
-    " WHERE " + _PURGEABLE + " AND " + _FINISHED + " >= %(after)s"
-    " ORDER BY " + _FINISHED + " LIMIT %(size)s FOR UPDATE SKIP LOCKED"
-    "), gone AS ("
-    " DELETE FROM stripe_events e USING batch b WHERE e.id = b.id RETURNING b.finished"
+    "WITH gone AS ("
+    " DELETE FROM stripe_events WHERE id = ANY(ARRAY("
+    " SELECT id FROM stripe_events WHERE " + _PURGEABLE + " AND " + _FINISHED + " >= %(after)s"
+    " ORDER BY " + _FINISHED + " LIMIT %(size)s FOR UPDATE SKIP LOCKED))"
+    " RETURNING " + _FINISHED + " AS finished"
     ") SELECT count(*) AS n, max(finished) AS last FROM gone"
 )
 
