@@ -23,6 +23,7 @@ from tests.procs import child_env, free_port, run_server
 
 TEMPLATES = 400  # distinct realistic bodies the fill repeats, each under its own event id
 BATCH_SIZE = 1000  # purge's default
+PAUSE = 0.0  # purge's --pause beside the receiver under load
 PURGE_AGE = "30d"
 # One statement per chunk: old finished events (10% ignored, as unhandled types are) made from
 # the templates, each with its own id and creation time, and the attempt row a worker writes.
@@ -116,8 +117,11 @@ class Purge:
         return self.deleted / self.seconds if self.seconds else 0.0
 
 
-def start_purge(env: dict[str, str], batch_size: int) -> tuple[subprocess.Popen[bytes], str]:
+def start_purge(
+    env: dict[str, str], batch_size: int, pause: float = 0.0
+) -> tuple[subprocess.Popen[bytes], str]:
     args = ["purge", "--older-than", PURGE_AGE, "--yes", "--json", "--batch-size", str(batch_size)]
+    args += ["--pause", str(pause)] if pause else []
     command = "stripe-ingest " + " ".join(args)
     cli = str(Path(sys.executable).with_name("stripe-ingest"))
     proc = subprocess.Popen(
@@ -196,7 +200,7 @@ def load_run(label: str, url: str, space: Space, opts: Options, purging: bool) -
         send(port, signed_requests(generate(opts.warmup, tag=f"w{tag}", seed=11)), connections=32)
         proc_purge, started = None, time.monotonic()
         if purging:
-            proc_purge, command = start_purge(env, BATCH_SIZE)
+            proc_purge, command = start_purge(env, BATCH_SIZE, PAUSE)
         wrk = run_wrk(port, workdir, opts)
         run = LoadRun(label, wrk)
         if proc_purge is not None:
