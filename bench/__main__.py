@@ -18,6 +18,7 @@ from bench.backfill import run_backfill_bench
 from bench.pipeline import run_pipeline_bench
 from bench.receiver import ensure_wrk, run_receiver_bench
 from bench.report import VERDICT, Results, render, targets
+from bench.retention import run_retention_bench
 from bench.space import WORK, Options, Space, say
 
 HELP = {
@@ -27,6 +28,9 @@ HELP = {
     "median run is compared)",
     "quick": "3 s per server, 300 events, a 3,000-event backfill: check the harness",
     "strict": "exit 1 when a target is missed",
+    "retention_events": "old events purged under load, and per fill-and-purge cycle (--quick: "
+    "20,000)",
+    "retention_cycles": "fill-and-purge cycles (--quick: 2)",
 }
 
 
@@ -60,12 +64,14 @@ def main(argv: list[str]) -> int:
         runs, events = run_receiver_bench(space, opts)
         pipeline = run_pipeline_bench(space, opts)
         backfill = run_backfill_bench(space, opts)
+        retention = run_retention_bench(space, opts)
     finally:
         space.close()
     argv_shown = shlex.join(["python", "-m", "bench", *argv])
     load.append(system.load_average())
     results = Results(opts, argv_shown, machine, load, started, runs, events, pipeline)
     results.backfill = backfill
+    results.retention = retention
     opts.output.write_text(render(results))
     say(f"wrote {opts.output} in {(results.finished - started).total_seconds():.0f} s")
     for t in targets(results):

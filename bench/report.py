@@ -11,6 +11,7 @@ from bench.backfill import DAYS, LATENCY, LIMIT, Backfill
 from bench.events import BenchEvent
 from bench.pipeline import COMMANDS, PHASES, Phase, Pipeline
 from bench.receiver import SERVERS, ServerRun
+from bench.retention import Retention
 from bench.space import Options
 from bench.system import CpuShare
 
@@ -38,6 +39,7 @@ class Results:
     pipeline: Pipeline
     finished: datetime = field(default_factory=lambda: datetime.now(UTC))
     backfill: Backfill | None = None
+    retention: Retention | None = None
 
     def runs_of(self, name: str) -> list[ServerRun]:
         return [r for r in self.receiver_runs if r.name == name]
@@ -104,6 +106,7 @@ def targets(r: Results) -> list[Target]:
     peak = max(p.memory["worker"].largest_mb for p in live)
     shown = f"{peak:.0f} MB (tree {max(p.memory['worker'].tree_mb for p in live):.0f} MB)"
     add("worker memory", f"<= {WORKER_RSS_MB} MB per process", shown, peak <= WORKER_RSS_MB)
+    found += retention_targets(r.retention)
     return found + (backfill_targets(r.backfill) if r.backfill else [])
 
 
@@ -345,5 +348,90 @@ def render(r: Results) -> str:
     out += table("target|goal|measured|verdict", ([*t[:3], VERDICT[t.passed]] for t in targets(r)))
     for section in (limits, receiver, pipeline, memory, events, backfill):
         out += section(r)
+    out += retention(r)
     make = "make bench            # services up, then .venv/bin/python -m bench (defaults)"
     return "\n".join([*out, "## Reproduce\n", "```sh", make, r.argv, "```", ""])
+
+
+# Retention (bench/retention.py) ---------------------------------------------------------------
+
+SIZE_GROWTH = 1.2  # the last cycle's filled stripe_events may be this much larger than the first's
+
+
+def _mb(n: int) -> str:
+    return f"{n / 2**20:,.0f}"
+
+
+def retention_targets(ret: Retention | None) -> list[Target]:
+    if ret is None or len(ret.runs) < 2 or not ret.cycles:
+        return []
+    base, load = ret.runs[0], ret.runs[1]
+    ratio, purge = load.wrk.rps / base.wrk.rps, load.purge
+    shown = f"{ratio:.2f}x ({load.wrk.rps:,.0f} vs {base.wrk.rps:,.0f} req/s; p99 "
+    shown += f"{load.wrk.ms('p99') or 0:.1f} vs {base.wrk.ms('p99') or 0:.1f} ms)"
+    durable = all(c.passed for r in ret.runs for c in r.checks)
+    passed = ratio >= 0.8 and purge is not None and purge.finished and durable
+    found = [Target("receiver during purge", ">= 0.8x without purge", shown, passed)]
+    first, last = ret.cycles[0].filled.total, ret.cycles[-1].filled.total
+    shown = f"{last / first:.2f}x ({_mb(last)} vs {_mb(first)} MB after {len(ret.cycles)} cycles)"
+    goal = f"<= {SIZE_GROWTH}x the first cycle's"
+    found.append(Target("stripe_events size, filled", goal, shown, last <= SIZE_GROWTH * first))
+    every = [c.purge for c in ret.cycles] + ([purge] if purge else [])
+    right = ret.kept == ret.kept_expected and all(p.finished for p in every)
+    shown = f"{ret.kept:,} of {ret.kept_expected:,} young events left; every purge finished"
+    found.append(
+        Target("purge deletes only the old", "young and pending events stay", shown, right)
+    )
+    return found
+
+
+def retention(r: Results) -> list[str]:
+    ret = r.retention
+    if ret is None:
+        return []
+    out = [
+        "## Retention\n",
+        f"Our receiver under the wrk load above, in one database holding {ret.events:,} old "
+        f"finished events (filled in SQL in {ret.fill_s:.0f} s from realistic bodies), first "
+        f"without purge, then while `stripe-ingest purge` (batches of {ret.batch_size}) deletes "
+        "them in a process of its own. Rows/s is what purge deleted over its whole run, from "
+        "start to exit.\n",
+    ]
+    rows = []
+    for x in ret.runs:
+        purge = ["-"] * 5
+        if p := x.purge:
+            purge = [f"{p.deleted:,}", f"{p.seconds:.1f}", f"{p.rate:,.0f}", VERDICT[p.finished]]
+            purge.append("yes" if x.purge_outlasted_wrk else "no")
+        rows.append([
+            x.label, f"{x.wrk.rps:,.0f}", *(f"{x.wrk.ms(q) or 0:.1f}" for q in LATENCIES[:4]),
+            x.wrk.n("non_2xx") + x.wrk.n("socket_errors"), *purge,
+        ])  # fmt: skip
+    header = "run|req/s:|p50 ms:|p90 ms:|p99 ms:|p99.9 ms:|errors:|purged:|purge s:|rows/s:"
+    out += table(header + "|purge finished|purge outlasted wrk", rows)
+    bad = [f"{x.label}: {c.name}" for x in ret.runs for c in x.checks if not c.passed]
+    out.append(
+        "Durability checks (as for the receiver runs): "
+        + (", ".join(bad) + " FAILED" if bad else "all pass in both runs")
+        + f". Purge's command: `{ret.runs[-1].purge.command if ret.runs[-1].purge else '-'}`.\n"
+    )
+    out.append(
+        f"Fill-and-purge cycles: each fills {ret.events:,} old finished events (with their "
+        f"attempt rows) beside {ret.kept_expected:,} young ones that must stay, purges them, then "
+        f"runs `VACUUM (ANALYZE)` (autovacuum on this server: {ret.autovacuum}; migration 0015 "
+        "sets its thresholds where it is on). Sizes in MB: stripe_events with TOAST and indexes "
+        "(total), its heap and indexes, event_attempts with its indexes; dead / free % from "
+        "pgstattuple_approx after the VACUUM.\n"
+    )
+    rows = []
+    for c in ret.cycles:
+        f, a = c.filled, c.after
+        bloat = f"{a.dead:.1f} / {a.free:.1f}" if a.dead is not None and a.free is not None else "-"
+        rows.append([
+            c.number, f"{c.fill_s:.0f}", f"{c.purge.deleted:,}", f"{c.purge.rate:,.0f}",
+            f"{c.vacuum_s:.1f}", _mb(f.total), _mb(f.heap), _mb(f.indexes), _mb(f.attempts),
+            _mb(a.total), _mb(a.heap), _mb(a.indexes), _mb(a.attempts), bloat,
+        ])  # fmt: skip
+    header = "cycle|fill s:|purged:|rows/s:|VACUUM s:|filled total:|heap:|indexes:|attempts:"
+    out += table(header + "|after total:|heap:|indexes:|attempts:|dead / free %:", rows)
+    return out

@@ -32,6 +32,8 @@ class Options:
     quick: bool = False
     output: Path = REPO_ROOT / "bench" / "RESULTS.md"
     strict: bool = False
+    retention_events: int = 1_000_000  # bench/retention.py: old events purged under load, per cycle
+    retention_cycles: int = 5
 
 
 def say(*parts: object) -> None:

@@ -2,9 +2,26 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+
 import psycopg
 
-from tests.cli.clitools import corpus_events, finish, kill, rows, run_cli, run_json, store_events
+from stripe_ingest.cli.store import purge_batch, purge_cutoff, session
+from stripe_ingest.cli.store.events import PURGE_BATCH
+from tests.cli.clitools import (
+    cli_env,
+    corpus_events,
+    finish,
+    kill,
+    rows,
+    run_cli,
+    run_json,
+    store_events,
+)
+from tests.procs import wait_until
 
 PAID = "stripe-ruby-mock__invoice.paid__1"
 
@@ -63,3 +80,83 @@ def test_purging_more_than_the_threshold_asks_first(env: dict[str, str], databas
     assert len(rows(database_url, "SELECT id FROM stripe_events")) == 5
     assert run_json(small, "purge", "--older-than", "7d", "--dry-run")["matched"] == 5
     assert run_json(small, "purge", "--older-than", "7d", "--yes")["deleted"] == 5
+
+
+def test_purge_stops_after_its_batch_on_sigterm_and_resumes(
+    env: dict[str, str], database_url: str
+) -> None:
+    ids = store_events(database_url, corpus_events(PAID, 8))
+    old, kept = ids[:6], ids[6:]
+    finish(database_url, old, "processed", "10 days")
+    kill(database_url, kept)
+    with psycopg.connect(database_url) as conn:
+        conn.execute(
+            "INSERT INTO event_attempts (event_id, attempt, started_at, outcome)"
+            " SELECT id, 1, now(), 'processed' FROM unnest(%s::text[]) id",
+            (old,),
+        )
+    args = ["purge", "--older-than", "7d", "--yes", "--batch-size", "1", "--pause", "30"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stripe_ingest.cli.main", *args],
+        env=cli_env(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    count = "SELECT count(*) AS n FROM stripe_events WHERE id = ANY(%s)"
+    try:
+        # The first batch is committed, then purge waits out its pause: stop it there.
+        wait_until(lambda: rows(database_url, count, (old,)) == [{"n": 5}], timeout=30)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    assert proc.returncode == 1, err
+    assert "stopped after 1 event(s); run it again to go on" in err
+    assert "deleted 1 event(s)" in out
+    # Nothing half-done: every event left has its attempt row, the deleted one has none.
+    attempts = "SELECT count(*) AS n FROM event_attempts WHERE event_id = ANY(%s)"
+    assert rows(database_url, attempts, (old,)) == [{"n": 5}]
+
+    again = run_json(env, "purge", "--older-than", "7d", "--yes", "--batch-size", "2")
+    assert again["matched"] == 5 and again["deleted"] == 5
+    assert {r["id"] for r in rows(database_url, "SELECT id FROM stripe_events")} == set(kept)
+    assert len(rows(database_url, "SELECT event_id FROM dead_letters")) == 2
+
+
+def test_purge_batches_read_the_finished_index_not_the_table(database_url: str) -> None:
+    # Enough rows that reading all of them (a scan, or the whole range and a sort) costs more
+    # than the index's first rows; most are old and finished, some pending and dead.
+    with psycopg.connect(database_url) as conn:
+        conn.execute(
+            "INSERT INTO stripe_events (id, type, created, ordering_key, payload, status,"
+            " processed_at)"
+            " SELECT 'evt_' || g, 'invoice.paid', now(), 'cus_' || g % 100, '{}',"
+            " (ARRAY['processed', 'ignored', 'pending', 'dead'])[1 + g % 4],"
+            " CASE WHEN g % 4 < 2 THEN now() - interval '40 days' + g * interval '1 s' END"
+            " FROM generate_series(1, 20000) g"
+        )
+        conn.execute("ANALYZE stripe_events")
+    with session(database_url) as conn:
+        cutoff = purge_cutoff(conn, timedelta(days=30))
+        for after in (datetime(1, 1, 1, tzinfo=UTC), cutoff - timedelta(days=5)):
+            params = {"cutoff": cutoff, "after": after, "size": 1000}
+            plan = "\n".join(
+                r["QUERY PLAN"] for r in conn.execute("EXPLAIN " + PURGE_BATCH, params)
+            )
+            assert "Index Scan using stripe_events_finished" in plan, plan
+            assert "Seq Scan" not in plan and "Sort" not in plan, plan
+        # Batch after batch from where the last ended, oldest first, finished events only.
+        n, after = purge_batch(conn, cutoff, datetime(1, 1, 1, tzinfo=UTC), 1000)
+        assert n == 1000
+        n, after2 = purge_batch(conn, cutoff, after, 1000)
+        assert n == 1000 and after2 > after
+    assert rows(
+        database_url,
+        "SELECT status, count(*) AS n FROM stripe_events GROUP BY status ORDER BY status",
+    ) == [
+        {"status": "dead", "n": 5000},
+        {"status": "ignored", "n": 4000},
+        {"status": "pending", "n": 5000},
+        {"status": "processed", "n": 4000},
+    ]
