@@ -24,10 +24,9 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import current_millis
 from dramatiq.encoder import JSONEncoder
 
-from shared.broker import QUEUE_NAME, events_message
+from shared.broker import EVENTS_PER_MESSAGE, QUEUE_NAME, events_message
 
-# Events named by one message: a worker processes them together, many keys per transaction.
-EVENTS_PER_MESSAGE = 64
+__all__ = ["EVENTS_PER_MESSAGE", "RedisEnqueue"]
 
 
 def _script() -> str:

@@ -19,6 +19,9 @@ QUEUE_NAME = "stripe-events"
 PROCESS_ACTOR = "process_event"
 # Many events: one argument, a list of [id, ordering key] pairs (the receiver, one per batch).
 PROCESS_MANY_ACTOR = "process_events"
+# Events named by one `process_events` message: a worker processes them together, many keys per
+# transaction (the receiver's and the sweeper's messages).
+EVENTS_PER_MESSAGE = 64
 
 
 def queue_key(namespace: str, queue: str = QUEUE_NAME) -> str:

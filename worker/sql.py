@@ -174,9 +174,9 @@ WITH stranded AS (
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 )
-UPDATE stripe_events e SET enqueued_at = clock_timestamp()
+UPDATE stripe_events e SET enqueued_at = clock_timestamp(), sweeps = e.sweeps + 1
 FROM stranded WHERE e.id = stranded.id
-RETURNING e.id, e.ordering_key, e.created, e.received_at
+RETURNING e.id, e.ordering_key, e.created, e.received_at, e.sweeps
 """
 
 # What the gauges read when Prometheus scrapes. A pending event's age counts from its latest

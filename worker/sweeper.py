@@ -3,12 +3,18 @@
 Every SWEEPER_INTERVAL_SECONDS it claims pending events that are due (no retry backoff left) and
 were last handed to the broker more than SWEEPER_LEASE_SECONDS ago: the enqueue failed at
 intake, Redis lost the message, or the worker that held it was killed (Dramatiq itself would
-re-deliver that only after its heartbeat timeout). Each is sent as a suspect: the worker counts
-its attempt before running it, so one that kills its worker runs out of attempts and is
-dead-lettered instead of crash-looping (see `worker.engine`). The claim bumps `enqueued_at` with
-`FOR UPDATE SKIP LOCKED`, so several sweepers never claim the same rows, and one message per
-ordering key is enough: the worker that takes it drains the whole key. If the broker refuses,
-the claim rolls back and the next pass tries again. Then it runs the registry's sweep hooks.
+re-deliver that only after its heartbeat timeout). One message per ordering key is enough: the
+worker that takes it drains the whole key. Each key is sent as a suspect: the worker counts its
+first event's attempt before running it, so one that kills its worker runs out of attempts and
+is dead-lettered instead of crash-looping (see `worker.engine`). But a claimed batch of at least
+BACKLOG_KEYS keys is a backlog (Redis lost its messages, or the workers were down with it), not
+what a killed worker group held: there a key re-sent for the first time goes in an ordinary
+message naming up to EVENTS_PER_MESSAGE keys, as the receiver's do, so the backlog drains at
+the pipeline's pace instead of one suspect at a time per process; only a key stranded again
+after that is a suspect (a killer inside a backlog costs one kill more before it is isolated).
+The claim bumps `enqueued_at` and `sweeps` with `FOR UPDATE SKIP LOCKED`, so several sweepers
+never claim the same rows. If the broker refuses, the claim rolls back and the next pass tries
+again. Then it runs the registry's sweep hooks.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import psycopg
 import structlog
 from dramatiq.brokers.redis import RedisBroker
 
-from shared.broker import make_broker, suspect_message
+from shared.broker import EVENTS_PER_MESSAGE, events_message, make_broker, suspect_message
 from shared.db import Connection, DatabaseUnavailable, connect
 from shared.errors import error_line
 from shared.logging import configure_logging
@@ -38,7 +44,9 @@ from worker.registry import REGISTRY, Registry
 log = structlog.get_logger(__name__)
 
 CLAIM_BATCH = 1000
-MAX_BATCHES_PER_PASS = 20
+# A pass claims at most this many batches (100,000 events): enough to keep a backlog's workers
+# busy until the next pass; the rest waits one interval.
+MAX_BATCHES_PER_PASS = 100
 
 
 def heads_per_key(rows: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:
@@ -47,6 +55,23 @@ def heads_per_key(rows: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:
     for row in sorted(rows, key=lambda r: (r["created"], r["received_at"], r["id"])):
         first.setdefault(row["ordering_key"], row)
     return [(row["id"], row["ordering_key"]) for row in first.values()]
+
+
+# Keys in one claimed batch from which it is a backlog (see above): a killed worker group
+# strands what its threads held, a few messages' keys.
+BACKLOG_KEYS = 256
+
+
+def split_suspects(
+    rows: Sequence[dict[str, Any]],
+) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """Each key's head: those to send in ordinary messages (a backlog's keys re-sent for the
+    first time) and the suspects (`sweeps` counts this claim too)."""
+    heads = heads_per_key(rows)
+    if len(heads) < BACKLOG_KEYS:
+        return [], heads
+    again = {row["ordering_key"] for row in rows if row["sweeps"] > 1}
+    return [h for h in heads if h[1] not in again], [h for h in heads if h[1] in again]
 
 
 class Sweeper:
@@ -84,10 +109,13 @@ class Sweeper:
                         sql.CLAIM_STRANDED,
                         {"lease_s": self.settings.sweeper_lease_seconds, "limit": CLAIM_BATCH},
                     ).fetchall()
-                    heads = heads_per_key(rows)
+                    first, suspects = split_suspects(rows)
                     # Inside the transaction: if Redis refuses, nothing is marked as sent.
-                    for event_id, key in heads:
+                    for i in range(0, len(first), EVENTS_PER_MESSAGE):
+                        self.broker.enqueue(events_message(first[i : i + EVENTS_PER_MESSAGE]))
+                    for event_id, key in suspects:
                         self.broker.enqueue(suspect_message(event_id, key))
+                    messages = -(-len(first) // EVENTS_PER_MESSAGE) + len(suspects)
             except psycopg.Error as e:
                 self.close()
                 raise DatabaseUnavailable(error_line(e)) from e
@@ -95,7 +123,9 @@ class Sweeper:
                 claimed += len(rows)
                 if self.metrics is not None:
                     self.metrics.requeued.inc(len(rows))
-                log.info("sweeper.requeued", count=len(rows), messages=len(heads))
+                log.info(
+                    "sweeper.requeued", count=len(rows), messages=messages, suspects=len(suspects)
+                )
             if len(rows) < CLAIM_BATCH:
                 break
         return claimed

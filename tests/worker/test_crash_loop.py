@@ -7,6 +7,7 @@ whose attempts are counted before they run, so the killer runs out of attempts.
 
 from __future__ import annotations
 
+from shared.db import connect
 from shared.settings import Settings
 from tests.procs import run_sweeper, run_worker, wait_until
 from tests.worker import handlers as h
@@ -39,3 +40,26 @@ def test_a_handler_that_kills_its_worker_is_dead_lettered_and_its_key_goes_on(
     )
     # Each claimed attempt was left running when its worker died; then the dead letter.
     assert [r["outcome"] for r in rows] == ["running"] * settings.worker_max_retries + ["dead"]
+
+
+def test_a_killer_inside_a_backlog_is_still_dead_lettered_and_the_backlog_finishes(
+    effects_db: str, env: dict[str, str], settings: Settings
+) -> None:
+    # Stored, never sent (Redis lost the messages): the sweeper re-sends a backlog in ordinary
+    # messages first, so the killer takes its worker group down once more than alone before
+    # it is a suspect; it still runs out of attempts, and everyone else's event takes effect once.
+    killer = make_event("evt_killer", "cus_k", T0, h.KILL)
+    after = make_event("evt_after", "cus_k", T0 + 1, h.RECORD)
+    others = [make_event(f"evt_b{i:03d}", f"cus_b{i:03d}", T0, h.RECORD) for i in range(300)]
+    events = [*others[:150], killer, after, *others[150:]]
+    store(effects_db, events, one_by_one=False)
+    with connect(effects_db, autocommit=True) as conn:
+        conn.execute("UPDATE stripe_events SET enqueued_at = now() - interval '1 hour'")
+    worker_env = {**env, "USER_HANDLERS": HANDLERS}
+    with run_worker(worker_env, processes=1, threads=4), run_sweeper(worker_env):
+        wait_until(lambda: statuses(effects_db).get("pending", 0) == 0, timeout=150, interval=0.2)
+    assert statuses(effects_db) == {"dead": 1, "processed": len(events) - 1}
+    dead = one(effects_db, "SELECT event_id, attempts, error FROM dead_letters")
+    assert (dead["event_id"], dead["attempts"]) == ("evt_killer", settings.worker_max_retries)
+    assert "worker process died" in dead["error"]
+    assert effects(effects_db) == {e["id"]: 1 for e in events if e["id"] != "evt_killer"}

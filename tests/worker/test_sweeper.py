@@ -11,13 +11,20 @@ import pytest
 import redis
 from dramatiq.brokers.redis import RedisBroker
 
-from shared.broker import QUEUE_NAME, make_broker
+from shared.broker import (
+    EVENTS_PER_MESSAGE,
+    PROCESS_ACTOR,
+    PROCESS_MANY_ACTOR,
+    QUEUE_NAME,
+    make_broker,
+    message_event_ids,
+)
 from shared.settings import Settings
 from tests.worker import handlers as h
 from tests.worker.support import T0, make_event, one, query, store
 from worker.metrics import SweeperMetrics
 from worker.registry import Registry
-from worker.sweeper import Sweeper
+from worker.sweeper import BACKLOG_KEYS, Sweeper
 
 
 @pytest.fixture
@@ -27,14 +34,20 @@ def broker(settings: Settings) -> Iterator[RedisBroker]:
     broker.close()
 
 
-def queued_ids(redis_url: str, namespace: str) -> list[str]:
-    """The event ids of the messages waiting in our queue."""
+def queued(redis_url: str, namespace: str) -> list[dict[str, object]]:
+    """The messages waiting in our queue."""
     client = redis.Redis.from_url(redis_url)
     try:
         raw = client.hvals(f"{namespace}:{QUEUE_NAME}.msgs")
     finally:
         client.close()
-    return sorted(json.loads(m)["args"][0] for m in raw)
+    return [json.loads(m) for m in raw]
+
+
+def queued_ids(redis_url: str, namespace: str) -> list[str]:
+    """The event ids the messages waiting in our queue name."""
+    messages = queued(redis_url, namespace)
+    return sorted(i for m in messages for i in message_event_ids(m["actor_name"], m["args"]))
 
 
 def age(database_url: str, seconds: float, where: str = "true") -> None:
@@ -83,6 +96,38 @@ def test_claims_only_stranded_due_events_and_sends_one_message_per_key(
         "SELECT id FROM stripe_events WHERE enqueued_at > now() - interval '5 s' ORDER BY id",
     )
     assert [r["id"] for r in bumped] == ["evt_a1", "evt_a2", "evt_b1", "evt_fresh"]
+
+
+def test_a_backlog_is_resent_in_ordinary_messages_first_then_as_suspects_per_key(
+    effects_db: str, settings: Settings, broker: RedisBroker, redis_url: str, redis_namespace: str
+) -> None:
+    # A backlog (Redis lost its messages) drains like the receiver's batches; a key stranded
+    # again may hold an event that kills its worker: its attempt is counted before it runs.
+    keys = BACKLOG_KEYS + 6
+    events = [make_event(f"evt_k{i:03d}", f"cus_k{i}", T0, h.RECORD) for i in range(keys)]
+    store(effects_db, events, one_by_one=False)
+    sweeper = Sweeper(settings, broker)
+    try:
+        age(effects_db, 60)
+        assert sweeper.sweep_once() == keys
+        first = queued(redis_url, redis_namespace)
+        sizes = sorted(len(m["args"][0]) for m in first)  # type: ignore[arg-type]
+        assert sizes == [6] + [EVENTS_PER_MESSAGE] * (BACKLOG_KEYS // EVENTS_PER_MESSAGE)
+        assert {m["actor_name"] for m in first} == {PROCESS_MANY_ACTOR}
+        assert all(m["kwargs"] == {} for m in first)
+
+        client = redis.Redis.from_url(redis_url)
+        client.delete(f"{redis_namespace}:{QUEUE_NAME}.msgs", f"{redis_namespace}:{QUEUE_NAME}")
+        client.close()
+        age(effects_db, 60)
+        assert sweeper.sweep_once() == keys
+    finally:
+        sweeper.close()
+    again = queued(redis_url, redis_namespace)
+    assert len(again) == keys
+    assert {m["actor_name"] for m in again} == {PROCESS_ACTOR}
+    assert all(m["kwargs"] == {"claim": True} for m in again)
+    assert queued_ids(redis_url, redis_namespace) == sorted(e["id"] for e in events)
 
 
 def test_two_sweepers_at_once_claim_each_event_once(
