@@ -32,6 +32,7 @@ class Options:
     quick: bool = False
     output: Path = REPO_ROOT / "bench" / "RESULTS.md"
     strict: bool = False
+    backlog: int = 1_000_000  # bench/catchup.py
 
 
 def say(*parts: object) -> None:
