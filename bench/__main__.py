@@ -13,6 +13,8 @@ import sys
 from datetime import UTC, datetime
 
 from bench import system
+from bench.catchup import run_catchup_bench
+from bench.hosts import run_hosts_bench
 from bench.pipeline import run_pipeline_bench
 from bench.receiver import ensure_wrk, run_receiver_bench
 from bench.report import VERDICT, Results, render, targets
@@ -25,6 +27,7 @@ HELP = {
     "median run is compared)",
     "quick": "3 s per server, 300 events: check the harness",
     "strict": "exit 1 when a target is missed",
+    "backlog": "pending events the catch-up drains (bench/catchup.py)",
 }
 
 
@@ -40,7 +43,9 @@ def parse_args(argv: list[str]) -> Options:
             )
     opts = Options(**vars(parser.parse_args(argv)))
     if opts.quick:
-        return dataclasses.replace(opts, duration=3.0, events=300, warmup=100, repeats=1)
+        return dataclasses.replace(
+            opts, duration=3.0, events=300, warmup=100, repeats=1, backlog=3000
+        )
     return opts
 
 
@@ -57,11 +62,13 @@ def main(argv: list[str]) -> int:
     try:
         runs, events = run_receiver_bench(space, opts)
         pipeline = run_pipeline_bench(space, opts)
+        hosts, catchup = run_hosts_bench(space, opts), run_catchup_bench(space, opts, pipeline)
     finally:
         space.close()
     argv_shown = shlex.join(["python", "-m", "bench", *argv])
     load.append(system.load_average())
     results = Results(opts, argv_shown, machine, load, started, runs, events, pipeline)
+    results.hosts, results.catchup = hosts, catchup
     opts.output.write_text(render(results))
     say(f"wrote {opts.output} in {(results.finished - started).total_seconds():.0f} s")
     for t in targets(results):

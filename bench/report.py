@@ -10,6 +10,7 @@ from typing import NamedTuple
 from bench.events import BenchEvent
 from bench.pipeline import COMMANDS, PHASES, Phase, Pipeline
 from bench.receiver import SERVERS, ServerRun
+from bench.report_scale import Catchup, Hosts, catchup_lines, hosts_lines, scale_targets
 from bench.space import Options
 from bench.system import CpuShare
 
@@ -36,6 +37,8 @@ class Results:
     receiver_events: Sequence[BenchEvent]
     pipeline: Pipeline
     finished: datetime = field(default_factory=lambda: datetime.now(UTC))
+    hosts: Hosts | None = None  # bench/hosts.py
+    catchup: Catchup | None = None  # bench/catchup.py
 
     def runs_of(self, name: str) -> list[ServerRun]:
         return [r for r in self.receiver_runs if r.name == name]
@@ -102,6 +105,7 @@ def targets(r: Results) -> list[Target]:
     peak = max(p.memory["worker"].largest_mb for p in live)
     shown = f"{peak:.0f} MB (tree {max(p.memory['worker'].tree_mb for p in live):.0f} MB)"
     add("worker memory", f"<= {WORKER_RSS_MB} MB per process", shown, peak <= WORKER_RSS_MB)
+    found += [Target(*t) for t in scale_targets(r.hosts, r.catchup)]
     return found
 
 
@@ -296,5 +300,6 @@ def render(r: Results) -> str:
     out += table("target|goal|measured|verdict", ([*t[:3], VERDICT[t.passed]] for t in targets(r)))
     for section in (limits, receiver, pipeline, memory, events):
         out += section(r)
+    out += hosts_lines(r.hosts) + catchup_lines(r.catchup)
     make = "make bench            # services up, then .venv/bin/python -m bench (defaults)"
     return "\n".join([*out, "## Reproduce\n", "```sh", make, r.argv, "```", ""])
