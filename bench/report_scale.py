@@ -49,7 +49,7 @@ def hosts_lines(h: Hosts | None) -> list[str]:
     header += "|workers µs/event:|PostgreSQL µs/event:|web µs/event:|machine busy:|overtaken:"
     header += "|duplicates:"
     scaling = [
-        f"- {r.worker_processes} processes: {r.events_per_s / base.events_per_s:.2f}x one"
+        f"- WORKER_PROCESSES={r.worker_processes}: {r.events_per_s / base.events_per_s:.2f}x"
         for r in h.scale
         if base and base.events_per_s
     ]
@@ -70,7 +70,7 @@ def hosts_lines(h: Hosts | None) -> list[str]:
         "notifications sent more than once. CPU per finished event from /proc (PostgreSQL "
         "counts every backend on the machine).\n",
         *_table(header, map(_hosts_row, h.runs)),
-        "Throughput against one process:\n",
+        "Throughput against `WORKER_PROCESSES=1`:\n",
         *scaling,
         "",
     ]
