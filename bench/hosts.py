@@ -48,7 +48,8 @@ SELECT (SELECT count(*) FROM (SELECT event_id FROM event_attempts GROUP BY 1
                               HAVING count(*) > 1) d),
        (SELECT count(*) FROM stripe_events WHERE attempts > 1),
        (SELECT count(*) FROM notifications WHERE attempts > 1),
-       (SELECT count(*) FROM notifications)
+       (SELECT count(*) FROM notifications),
+       (SELECT count(DISTINCT worker) FROM event_attempts)
 """
 COUNTS = """
 SELECT count(*) FILTER (WHERE status <> 'pending'), count(*),
@@ -77,6 +78,7 @@ class HostsRun:
     resent_notifications: int = 0
     notifications: int = 0
     unsent: int = 0
+    worker_ids: int = 0  # distinct `event_attempts.worker` (host:pid) that finished events
     cpu: CpuShare | None = None
     timed_out: bool = False
 
@@ -178,7 +180,7 @@ def run_once(
     run.overtaken = _query(url, OVERTAKEN, {"margin": OVERTAKING_MARGIN_S})[0]
     dup = _query(url, DUPLICATES)
     run.duplicate_attempts, run.multi_attempt_events, run.resent_notifications = dup[:3]
-    run.notifications = dup[3]
+    run.notifications, run.worker_ids = dup[3:5]
     space.drop(url)
     say(
         f"hosts/{label}: {run.events_per_s:,.0f} events/s, {run.finished}/{run.events} finished, "

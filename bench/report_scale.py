@@ -33,7 +33,8 @@ def _busy(cpu: CpuShare | None) -> str:
 def _hosts_row(r: HostsRun) -> list[object]:
     answered = ", ".join(f"{k}: {v}" for k, v in sorted(r.answered.items()))
     return [
-        r.label, f"{r.supervisors} x {r.worker_processes // r.supervisors}", r.events,
+        r.label, f"{r.supervisors} x {r.worker_processes // r.supervisors}", r.worker_ids,
+        r.events,
         f"{r.requests} ({answered})", f"{r.finished}{' (timed out)' if r.timed_out else ''}",
         f"{r.events_per_s:,.0f}", _per_event(r.cpu, "workers", r.finished),
         _per_event(r.cpu, "postgres", r.finished), _per_event(r.cpu, "web", r.finished),
@@ -45,7 +46,8 @@ def hosts_lines(h: Hosts | None) -> list[str]:
     if h is None:
         return []
     storm, base = h.storm, h.scale[0] if h.scale else None
-    header = "run|supervisors x processes:|events:|requests (HTTP answers)|finished:|events/s:"
+    header = "run|supervisors x processes:|worker ids seen:|events:|requests (HTTP answers)"
+    header += "|finished:|events/s:"
     header += "|workers µs/event:|PostgreSQL µs/event:|web µs/event:|machine busy:|overtaken:"
     header += "|duplicates:"
     scaling = [
@@ -61,13 +63,15 @@ def hosts_lines(h: Hosts | None) -> list[str]:
         "port), on one PostgreSQL database and one Redis namespace, fresh for each run. The "
         f"same {storm.events:,} events (several per customer) plus {DUPLICATE_SHARE:.0%} sent "
         "twice, shuffled, split across both web processes. **storm**: 3 supervisors of 2 "
-        "processes; **scale_N**: one supervisor with `WORKER_PROCESSES=N` (on this 2-core "
-        "machine, more than 2 processes only adds contention). events/s: distinct events from "
+        "processes; **scale_N**: one supervisor with `WORKER_PROCESSES=N` (past the machine's "
+        "cores, more processes compete for them). events/s: distinct events from "
         "the first `received_at` to the last `processed_at`. Overtaken: pairs of one key where "
         "the later-created event finished first although the earlier one had been stored "
         f"{OVERTAKING_MARGIN_S:.0f} s before it started (tests/reliability/test_storm.py's "
         "check). Duplicates: events with more than one attempt row or attempt, and "
-        "notifications sent more than once. CPU per finished event from /proc (PostgreSQL "
+        "notifications sent more than once. Worker ids seen: distinct "
+        "`event_attempts.worker` (host:pid of the process that ran the event; no setting names "
+        "a worker). CPU per finished event from /proc (PostgreSQL "
         "counts every backend on the machine).\n",
         *_table(header, map(_hosts_row, h.runs)),
         "Throughput against `WORKER_PROCESSES=1`:\n",
