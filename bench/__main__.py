@@ -15,6 +15,8 @@ from datetime import UTC, datetime
 
 from bench import system
 from bench.backfill import run_backfill_bench
+from bench.catchup import run_catchup_bench
+from bench.hosts import run_hosts_bench
 from bench.pipeline import run_pipeline_bench
 from bench.receiver import ensure_wrk, run_receiver_bench
 from bench.report import VERDICT, Results, render, targets
@@ -31,6 +33,7 @@ HELP = {
     "retention_events": "old events purged under load, and per fill-and-purge cycle (--quick: "
     "20,000)",
     "retention_cycles": "fill-and-purge cycles (--quick: 2)",
+    "backlog": "pending events the catch-up drains (bench/catchup.py)",
 }
 
 
@@ -46,7 +49,9 @@ def parse_args(argv: list[str]) -> Options:
             )
     opts = Options(**vars(parser.parse_args(argv)))
     if opts.quick:
-        return dataclasses.replace(opts, duration=3.0, events=300, warmup=100, repeats=1)
+        return dataclasses.replace(
+            opts, duration=3.0, events=300, warmup=100, repeats=1, backlog=3000
+        )
     return opts
 
 
@@ -65,6 +70,7 @@ def main(argv: list[str]) -> int:
         pipeline = run_pipeline_bench(space, opts)
         backfill = run_backfill_bench(space, opts)
         retention = run_retention_bench(space, opts)
+        hosts, catchup = run_hosts_bench(space, opts), run_catchup_bench(space, opts, pipeline)
     finally:
         space.close()
     argv_shown = shlex.join(["python", "-m", "bench", *argv])
@@ -72,6 +78,7 @@ def main(argv: list[str]) -> int:
     results = Results(opts, argv_shown, machine, load, started, runs, events, pipeline)
     results.backfill = backfill
     results.retention = retention
+    results.hosts, results.catchup = hosts, catchup
     opts.output.write_text(render(results))
     say(f"wrote {opts.output} in {(results.finished - started).total_seconds():.0f} s")
     for t in targets(results):

@@ -11,6 +11,7 @@ from bench.backfill import DAYS, LATENCY, LIMIT, Backfill
 from bench.events import BenchEvent
 from bench.pipeline import COMMANDS, PHASES, Phase, Pipeline
 from bench.receiver import SERVERS, ServerRun
+from bench.report_scale import Catchup, Hosts, catchup_lines, hosts_lines, scale_targets
 from bench.retention import Retention
 from bench.space import Options
 from bench.system import CpuShare
@@ -40,6 +41,8 @@ class Results:
     finished: datetime = field(default_factory=lambda: datetime.now(UTC))
     backfill: Backfill | None = None
     retention: Retention | None = None
+    hosts: Hosts | None = None  # bench/hosts.py
+    catchup: Catchup | None = None  # bench/catchup.py
 
     def runs_of(self, name: str) -> list[ServerRun]:
         return [r for r in self.receiver_runs if r.name == name]
@@ -107,6 +110,7 @@ def targets(r: Results) -> list[Target]:
     shown = f"{peak:.0f} MB (tree {max(p.memory['worker'].tree_mb for p in live):.0f} MB)"
     add("worker memory", f"<= {WORKER_RSS_MB} MB per process", shown, peak <= WORKER_RSS_MB)
     found += retention_targets(r.retention)
+    found += [Target(*t) for t in scale_targets(r.hosts, r.catchup)]
     return found + (backfill_targets(r.backfill) if r.backfill else [])
 
 
@@ -349,6 +353,7 @@ def render(r: Results) -> str:
     for section in (limits, receiver, pipeline, memory, events, backfill):
         out += section(r)
     out += retention(r)
+    out += hosts_lines(r.hosts) + catchup_lines(r.catchup)
     make = "make bench            # services up, then .venv/bin/python -m bench (defaults)"
     return "\n".join([*out, "## Reproduce\n", "```sh", make, r.argv, "```", ""])
 

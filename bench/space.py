@@ -34,6 +34,7 @@ class Options:
     strict: bool = False
     retention_events: int = 1_000_000  # bench/retention.py: old events purged under load, per cycle
     retention_cycles: int = 5
+    backlog: int = 1_000_000  # bench/catchup.py
 
 
 def say(*parts: object) -> None:
