@@ -12,7 +12,8 @@ import shlex
 import sys
 from datetime import UTC, datetime
 
-from bench import system
+from bench import growth, system
+from bench.growth import run_growth_bench
 from bench.pipeline import run_pipeline_bench
 from bench.receiver import ensure_wrk, run_receiver_bench
 from bench.report import VERDICT, Results, render, targets
@@ -23,7 +24,8 @@ HELP = {
     "events": "events per pipeline phase",
     "repeats": "runs per receiver server and of the drain and trivial phases, alternating (the "
     "median run is compared)",
-    "quick": "3 s per server, 300 events: check the harness",
+    "quick": "3 s per server, 300 events, growth sizes 0,20000: check the harness",
+    "sizes": "stripe_events sizes of the growth phase, comma-separated (0 is its baseline)",
     "strict": "exit 1 when a target is missed",
 }
 
@@ -40,7 +42,10 @@ def parse_args(argv: list[str]) -> Options:
             )
     opts = Options(**vars(parser.parse_args(argv)))
     if opts.quick:
-        return dataclasses.replace(opts, duration=3.0, events=300, warmup=100, repeats=1)
+        sizes = "0,20000" if opts.sizes == Options().sizes else opts.sizes
+        return dataclasses.replace(
+            opts, duration=3.0, events=300, warmup=100, repeats=1, sizes=sizes
+        )
     return opts
 
 
@@ -57,11 +62,13 @@ def main(argv: list[str]) -> int:
     try:
         runs, events = run_receiver_bench(space, opts)
         pipeline = run_pipeline_bench(space, opts)
+        grown = run_growth_bench(space, opts)
     finally:
         space.close()
     argv_shown = shlex.join(["python", "-m", "bench", *argv])
     load.append(system.load_average())
     results = Results(opts, argv_shown, machine, load, started, runs, events, pipeline)
+    results.more_targets, results.more_sections = growth.targets(grown), growth.section(grown)
     opts.output.write_text(render(results))
     say(f"wrote {opts.output} in {(results.finished - started).total_seconds():.0f} s")
     for t in targets(results):

@@ -36,6 +36,8 @@ class Results:
     receiver_events: Sequence[BenchEvent]
     pipeline: Pipeline
     finished: datetime = field(default_factory=lambda: datetime.now(UTC))
+    more_targets: list[Target] = field(default_factory=list)  # and sections: bench/growth.py
+    more_sections: list[str] = field(default_factory=list)
 
     def runs_of(self, name: str) -> list[ServerRun]:
         return [r for r in self.receiver_runs if r.name == name]
@@ -102,7 +104,7 @@ def targets(r: Results) -> list[Target]:
     peak = max(p.memory["worker"].largest_mb for p in live)
     shown = f"{peak:.0f} MB (tree {max(p.memory['worker'].tree_mb for p in live):.0f} MB)"
     add("worker memory", f"<= {WORKER_RSS_MB} MB per process", shown, peak <= WORKER_RSS_MB)
-    return found
+    return found + r.more_targets
 
 
 def table(header: str, rows: Iterable[Sequence[object]]) -> list[str]:
@@ -296,5 +298,6 @@ def render(r: Results) -> str:
     out += table("target|goal|measured|verdict", ([*t[:3], VERDICT[t.passed]] for t in targets(r)))
     for section in (limits, receiver, pipeline, memory, events):
         out += section(r)
+    out += r.more_sections
     make = "make bench            # services up, then .venv/bin/python -m bench (defaults)"
     return "\n".join([*out, "## Reproduce\n", "```sh", make, r.argv, "```", ""])

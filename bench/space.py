@@ -32,6 +32,12 @@ class Options:
     quick: bool = False
     output: Path = REPO_ROOT / "bench" / "RESULTS.md"
     strict: bool = False
+    sizes: str = "0,1000000,10000000"
+
+    @property
+    def size_list(self) -> list[int]:
+        """The growth bench's table sizes, in order."""
+        return sorted({int(n) for n in self.sizes.split(",") if n.strip()})
 
 
 def say(*parts: object) -> None:
