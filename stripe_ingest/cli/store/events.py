@@ -172,12 +172,16 @@ def stats(conn: Connection, minutes: int) -> Row:
         " count(*) FILTER (WHERE d.resolved_at IS NOT NULL) AS resolved"
         " FROM dead_letters d JOIN stripe_events e ON e.id = d.event_id WHERE e.status = 'dead'",
     )
-    # The versions of what the workers apply now: pending, dead, and finished in the window.
+    # The versions of what the workers apply now: pending, dead, and finished in the window
+    # (one partial index each; only finished events have a processed_at).
     by_version = _all(
         conn,
-        "SELECT api_version, count(*) AS n FROM stripe_events WHERE api_version IS NOT NULL"
-        " AND (status IN ('pending', 'dead') OR processed_at >= now() - make_interval(mins => %s))"
-        " GROUP BY api_version ORDER BY api_version",
+        "SELECT api_version, count(*) AS n FROM ("
+        " SELECT api_version FROM stripe_events WHERE status = 'pending'"
+        " UNION ALL SELECT api_version FROM stripe_events WHERE status = 'dead'"
+        " UNION ALL SELECT api_version FROM stripe_events"
+        " WHERE processed_at >= now() - make_interval(mins => %s)) v"
+        " WHERE api_version IS NOT NULL GROUP BY api_version ORDER BY api_version",
         (minutes,),
     )
     assert pending is not None and dead is not None
