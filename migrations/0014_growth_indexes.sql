@@ -19,5 +19,5 @@ CREATE INDEX IF NOT EXISTS stripe_events_processed_at
     ON stripe_events (processed_at) WHERE processed_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS refunds_customer ON refunds (customer_id);
 -- Built in the migration's transaction, these block intake while they build: on a large table,
--- build them first with CREATE INDEX CONCURRENTLY under the same names (docs/howto/scale-out.md);
+-- build them first with CREATE INDEX CONCURRENTLY under the same names (docs/howto/large-events-table.md);
 -- IF NOT EXISTS then leaves them alone.
