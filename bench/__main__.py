@@ -13,9 +13,10 @@ import shlex
 import sys
 from datetime import UTC, datetime
 
-from bench import system
+from bench import growth, system
 from bench.backfill import run_backfill_bench
 from bench.catchup import run_catchup_bench
+from bench.growth import run_growth_bench
 from bench.hosts import run_hosts_bench
 from bench.pipeline import run_pipeline_bench
 from bench.receiver import ensure_wrk, run_receiver_bench
@@ -28,7 +29,9 @@ HELP = {
     "events": "events per pipeline phase",
     "repeats": "runs per receiver server and of the drain and trivial phases, alternating (the "
     "median run is compared)",
-    "quick": "3 s per server, 300 events, a 3,000-event backfill: check the harness",
+    "quick": "3 s per server, 300 events, small backfill, retention, catch-up and growth sizes: "
+    "check the harness",
+    "sizes": "stripe_events sizes of the growth phase, comma-separated (0 is its baseline)",
     "strict": "exit 1 when a target is missed",
     "retention_events": "old events purged under load, and per fill-and-purge cycle (--quick: "
     "20,000)",
@@ -49,8 +52,9 @@ def parse_args(argv: list[str]) -> Options:
             )
     opts = Options(**vars(parser.parse_args(argv)))
     if opts.quick:
+        sizes = "0,20000" if opts.sizes == Options().sizes else opts.sizes
         return dataclasses.replace(
-            opts, duration=3.0, events=300, warmup=100, repeats=1, backlog=3000
+            opts, duration=3.0, events=300, warmup=100, repeats=1, backlog=3000, sizes=sizes
         )
     return opts
 
@@ -71,6 +75,7 @@ def main(argv: list[str]) -> int:
         backfill = run_backfill_bench(space, opts)
         retention = run_retention_bench(space, opts)
         hosts, catchup = run_hosts_bench(space, opts), run_catchup_bench(space, opts, pipeline)
+        grown = run_growth_bench(space, opts)
     finally:
         space.close()
     argv_shown = shlex.join(["python", "-m", "bench", *argv])
@@ -79,6 +84,7 @@ def main(argv: list[str]) -> int:
     results.backfill = backfill
     results.retention = retention
     results.hosts, results.catchup = hosts, catchup
+    results.more_targets, results.more_sections = growth.targets(grown), growth.section(grown)
     opts.output.write_text(render(results))
     say(f"wrote {opts.output} in {(results.finished - started).total_seconds():.0f} s")
     for t in targets(results):

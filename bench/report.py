@@ -43,6 +43,8 @@ class Results:
     retention: Retention | None = None
     hosts: Hosts | None = None  # bench/hosts.py
     catchup: Catchup | None = None  # bench/catchup.py
+    more_targets: list[Target] = field(default_factory=list)  # and sections: bench/growth.py
+    more_sections: list[str] = field(default_factory=list)
 
     def runs_of(self, name: str) -> list[ServerRun]:
         return [r for r in self.receiver_runs if r.name == name]
@@ -111,7 +113,8 @@ def targets(r: Results) -> list[Target]:
     add("worker memory", f"<= {WORKER_RSS_MB} MB per process", shown, peak <= WORKER_RSS_MB)
     found += retention_targets(r.retention)
     found += [Target(*t) for t in scale_targets(r.hosts, r.catchup)]
-    return found + (backfill_targets(r.backfill) if r.backfill else [])
+    found += backfill_targets(r.backfill) if r.backfill else []
+    return found + r.more_targets
 
 
 def backfill_targets(b: Backfill) -> list[Target]:
@@ -354,6 +357,7 @@ def render(r: Results) -> str:
         out += section(r)
     out += retention(r)
     out += hosts_lines(r.hosts) + catchup_lines(r.catchup)
+    out += r.more_sections
     make = "make bench            # services up, then .venv/bin/python -m bench (defaults)"
     return "\n".join([*out, "## Reproduce\n", "```sh", make, r.argv, "```", ""])
 

@@ -35,6 +35,12 @@ class Options:
     retention_events: int = 1_000_000  # bench/retention.py: old events purged under load, per cycle
     retention_cycles: int = 5
     backlog: int = 1_000_000  # bench/catchup.py
+    sizes: str = "0,1000000,10000000"
+
+    @property
+    def size_list(self) -> list[int]:
+        """The growth bench's table sizes, in order."""
+        return sorted({int(n) for n in self.sizes.split(",") if n.strip()})
 
 
 def say(*parts: object) -> None:

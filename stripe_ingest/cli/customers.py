@@ -68,4 +68,4 @@ def customers_show(ctx: Context, customer_id: str, limit: int, as_json: bool) ->
             table(rows, [c for c in COLUMNS[name] if c in rows[0]])
     click.echo("\nEVENTS (newest first; disputes and refunds keyed by its charges included)")
     table(events, TIMELINE, widths={"last_error": 50}, empty="(no events)")
-    shown(len(events), total)
+    shown(len(events), total, cap=store.COUNT_CAP)

@@ -60,7 +60,8 @@ def events_list(
         rows = store.list_events(conn, f)
         total = store.count_events(conn, f)
     if as_json:
-        emit_json({"events": rows, "shown": len(rows), "total": total})
+        capped = {"total_capped": True} if total > store.COUNT_CAP else {}
+        emit_json({"events": rows, "shown": len(rows), "total": total, **capped})
         return
     table(
         rows,
@@ -68,7 +69,7 @@ def events_list(
         widths={"last_error": 50},
         empty="no events match",
     )
-    shown(len(rows), total)
+    shown(len(rows), total, cap=store.COUNT_CAP)
 
 
 def load(conn: Connection, event_id: str) -> store.Row:

@@ -77,7 +77,11 @@ def human_duration(seconds: float | None) -> str:
     return f"{seconds // 86400:.0f}d{(seconds % 86400) // 3600:02.0f}h"
 
 
-def shown(count: int, total: int, hint: str = "--limit N shows more") -> None:
-    """The closing line of a capped list: how many of how many."""
+def shown(
+    count: int, total: int, hint: str = "--limit N shows more", cap: int | None = None
+) -> None:
+    """The closing line of a capped list: how many of how many (more than `cap`: counted so far
+    only)."""
     if total:
-        click.echo(f"{count} of {total} shown" + (f" ({hint})" if count < total else ""))
+        of = f"more than {cap}" if cap is not None and total > cap else str(total)
+        click.echo(f"{count} of {of} shown" + (f" ({hint})" if count < total else ""))

@@ -36,7 +36,11 @@ def overview(settings: Settings) -> dict[str, Any]:
 
 def pages(total: int, page: int) -> dict[str, Any]:
     last = max(1, -(-total // PAGE))
-    return {"page": page, "last": last, "first_row": (page - 1) * PAGE + 1, "total": total}
+    first = (page - 1) * PAGE + 1
+    # A listing's count stops past store.COUNT_CAP: "more than" it, and the pager goes on.
+    capped = store.COUNT_CAP if total > store.COUNT_CAP else None
+    return {"page": page, "last": max(last, page + 1) if capped else last, "first_row": first,
+            "total": total, "capped": capped}  # fmt: skip
 
 
 def events(settings: Settings, flt: store.Filter, page: int) -> dict[str, Any]:

@@ -144,7 +144,7 @@ class Figures:
 
 def rows(url: str, statement: str, params: Any = None) -> list[dict[str, Any]]:
     with psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn:
-        return list(conn.execute(statement, params).fetchall())  # type: ignore[arg-type]
+        return list(conn.execute(statement, params).fetchall())
 
 
 def tally(

@@ -74,7 +74,7 @@ def create_effects_table(database_url: str) -> None:
 
 def query(database_url: str, statement: str, params: Any = None) -> list[dict[str, Any]]:
     with connect(database_url, autocommit=True) as conn:
-        return list(conn.execute(statement, params).fetchall())  # type: ignore[arg-type]
+        return list(conn.execute(statement, params).fetchall())
 
 
 def one(database_url: str, statement: str, params: Any = None) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from stripe_ingest.cli.store.base import (
 from stripe_ingest.cli.store.customers import MIRROR, access_of, mirror_of
 from stripe_ingest.cli.store.dead import count_groups, dead_states, resolve, summary
 from stripe_ingest.cli.store.events import (
+    COUNT_CAP,
     attempts,
     count_dead,
     count_events,
@@ -59,6 +60,7 @@ from stripe_ingest.cli.store.reconcile import (
 )
 
 __all__ = [
+    "COUNT_CAP",
     "MIRROR",
     "STATUSES",
     "Connection",

@@ -17,14 +17,15 @@ _EVENT_COLUMNS: LiteralString = (
     " e.ordering_key, e.livemode, e.api_version, e.account, e.last_error, e.process_seq,"
     " e.next_attempt_at, e.enqueued_at, e.kind, e.endpoint, e.snapshot_event"
 )
-# A customer's events: keyed by it, naming it, or keyed by one of its charges (a dispute or a
-# refund without a customer is keyed by its charge; the mirror knows whose charge it is).
+# A customer's events: keyed by it, or keyed by one of its charges (a dispute or a refund
+# without a customer is keyed by its charge; the mirror knows whose charge it is). An event whose
+# object names a customer is keyed by it (ingest.event.ordering_key), so its key says it all: one
+# look-up per key in stripe_events_key_created (migrations/0014), whatever the table holds.
 _CUSTOMER: LiteralString = (
-    "(%(customer)s::text IS NULL OR e.ordering_key = %(customer)s"
-    " OR e.payload->'data'->'object'->>'customer' = %(customer)s"
-    " OR e.ordering_key IN (SELECT id FROM charges WHERE customer_id = %(customer)s"
+    "(%(customer)s::text IS NULL OR e.ordering_key = ANY(ARRAY[%(customer)s::text] || ARRAY("
+    "SELECT id FROM charges WHERE customer_id = %(customer)s"
     " UNION SELECT charge_id FROM disputes WHERE customer_id = %(customer)s"
-    " UNION SELECT charge_id FROM refunds WHERE customer_id = %(customer)s))"
+    " UNION SELECT charge_id FROM refunds WHERE customer_id = %(customer)s)))"
 )
 _ACCOUNT: LiteralString = "(%(account)s::text IS NULL OR e.account = %(account)s)"
 _EVENTS_WHERE: LiteralString = (
@@ -48,8 +49,16 @@ def list_events(conn: Connection, f: Filter) -> list[Row]:
     )
 
 
+# Listings count their matches up to here: counting millions of stored events costs what is
+# stored. Past it a count is COUNT_CAP + 1, shown as "more than COUNT_CAP".
+COUNT_CAP = 10_000
+
+
 def count_events(conn: Connection, f: Filter) -> int:
-    row = _one(conn, "SELECT count(*) AS n" + _EVENTS_WHERE, vars(f))
+    """Matching events, up to COUNT_CAP + 1."""
+    query: LiteralString = "SELECT count(*) AS n FROM (SELECT 1" + _EVENTS_WHERE
+    query += " LIMIT %(cap)s) s"
+    row = _one(conn, query, {**vars(f), "cap": COUNT_CAP + 1})
     assert row is not None
     return int(row["n"])
 
@@ -109,10 +118,36 @@ def count_dead(conn: Connection, f: Filter) -> int:
     return int(row["n"])
 
 
-def stats(conn: Connection, minutes: int) -> Row:
+# Exact counts of processed and ignored events cost what is stored: past this many rows (the
+# planner's estimate) they are the estimates of the latest ANALYZE. Pending and dead are exact.
+EXACT_UP_TO = 200_000
+_ESTIMATES: LiteralString = (
+    "SELECT c.reltuples::bigint AS total, s.most_common_vals::text::text[] AS vals,"
+    " s.most_common_freqs AS freqs FROM pg_class c"
+    " LEFT JOIN pg_stats s ON s.schemaname = current_schema() AND s.tablename = c.relname"
+    " AND s.attname = 'status' WHERE c.oid = 'stripe_events'::regclass"
+)
+_FEW: LiteralString = "SELECT status, count(*) AS n FROM stripe_events WHERE status = %s GROUP BY 1"
+
+
+def _status_counts(conn: Connection) -> tuple[dict[str, int], bool]:
+    """Events per status, and whether processed/ignored are estimates."""
     counts = {s: 0 for s in STATUSES}
+    est = _one(conn, _ESTIMATES)
+    estimated = est is not None and est["total"] > EXACT_UP_TO and est["vals"] is not None
+    if est is not None and estimated:
+        freqs = dict(zip(est["vals"], est["freqs"], strict=True))
+        counts |= {s: round(est["total"] * freqs.get(s, 0.0)) for s in ("processed", "ignored")}
+        for status in ("pending", "dead"):  # their partial indexes: what is pending or dead
+            counts |= {r["status"]: r["n"] for r in _all(conn, _FEW, (status,))}
+        return counts, True
     for row in _all(conn, "SELECT status, count(*) AS n FROM stripe_events GROUP BY status"):
         counts[row["status"]] = row["n"]
+    return counts, False
+
+
+def stats(conn: Connection, minutes: int) -> Row:
+    counts, estimated = _status_counts(conn)
     # Ages as the gauges count them (worker.sql.BACKLOG): from the latest enqueue (receipt or
     # replay), and from the first receipt.
     pending = _one(
@@ -137,15 +172,23 @@ def stats(conn: Connection, minutes: int) -> Row:
         " count(*) FILTER (WHERE d.resolved_at IS NOT NULL) AS resolved"
         " FROM dead_letters d JOIN stripe_events e ON e.id = d.event_id WHERE e.status = 'dead'",
     )
+    # The versions of what the workers apply now: pending, dead, and finished in the window
+    # (one partial index each; only finished events have a processed_at).
     by_version = _all(
         conn,
-        "SELECT api_version, count(*) AS n FROM stripe_events WHERE api_version IS NOT NULL"
-        " GROUP BY api_version ORDER BY api_version",
+        "SELECT api_version, count(*) AS n FROM ("
+        " SELECT api_version FROM stripe_events WHERE status = 'pending'"
+        " UNION ALL SELECT api_version FROM stripe_events WHERE status = 'dead'"
+        " UNION ALL SELECT api_version FROM stripe_events"
+        " WHERE processed_at >= now() - make_interval(mins => %s)) v"
+        " WHERE api_version IS NOT NULL GROUP BY api_version ORDER BY api_version",
+        (minutes,),
     )
     assert pending is not None and dead is not None
     total = sum(r["n"] for r in finished)
     return {
         "counts": counts,
+        "counts_estimated": estimated,
         "total": sum(counts.values()),
         "backlog": counts["pending"],
         "waiting_retry": pending["waiting_retry"],
