@@ -1,5 +1,5 @@
-"""`python -m bench`: receiver, pipeline and backfill benchmarks against baselines, in one
-invocation.
+"""`python -m bench`: receiver, pipeline, backfill, retention, many-hosts, catch-up and growth
+benchmarks against baselines, in one invocation.
 
 Uses fresh databases and Redis namespaces of its own (dropped / deleted at the end), starts
 every server itself, and writes bench/RESULTS.md.
@@ -11,7 +11,10 @@ import argparse
 import dataclasses
 import shlex
 import sys
+import traceback
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from bench import growth, system
 from bench.backfill import run_backfill_bench
@@ -20,9 +23,12 @@ from bench.growth import run_growth_bench
 from bench.hosts import run_hosts_bench
 from bench.pipeline import run_pipeline_bench
 from bench.receiver import ensure_wrk, run_receiver_bench
-from bench.report import VERDICT, Results, render, targets
+from bench.report import VERDICT, Results, Target, render, targets
 from bench.retention import run_retention_bench
 from bench.space import WORK, Options, Space, say
+from shared.errors import error_line
+
+T = TypeVar("T")
 
 HELP = {
     "duration": "seconds of wrk per server",
@@ -69,13 +75,25 @@ def main(argv: list[str]) -> int:
     WORK.mkdir(parents=True, exist_ok=True)
     machine, load = system.describe(space.redis_url, wrk), [system.load_average()]
     say(f"run {space.run_id}: databases bench_{space.run_id}_*, Redis {space.redis_url}")
+    failed: list[Target] = []
+
+    def phase(name: str, run: Callable[[], T]) -> T | None:
+        """A later phase that fails is reported as a failed target; the others still run."""
+        try:
+            return run()
+        except Exception as e:
+            say(f"{name} failed:", "".join(traceback.format_exception(e))[-3000:])
+            failed.append(Target(f"{name} phase", "runs to the end", error_line(e), False))
+            return None
+
     try:
         runs, events = run_receiver_bench(space, opts)
         pipeline = run_pipeline_bench(space, opts)
-        backfill = run_backfill_bench(space, opts)
-        retention = run_retention_bench(space, opts)
-        hosts, catchup = run_hosts_bench(space, opts), run_catchup_bench(space, opts, pipeline)
-        grown = run_growth_bench(space, opts)
+        backfill = phase("backfill", lambda: run_backfill_bench(space, opts))
+        retention = phase("retention", lambda: run_retention_bench(space, opts))
+        hosts = phase("many hosts", lambda: run_hosts_bench(space, opts))
+        catchup = phase("catch-up", lambda: run_catchup_bench(space, opts, pipeline))
+        grown = phase("growth", lambda: run_growth_bench(space, opts))
     finally:
         space.close()
     argv_shown = shlex.join(["python", "-m", "bench", *argv])
@@ -84,7 +102,9 @@ def main(argv: list[str]) -> int:
     results.backfill = backfill
     results.retention = retention
     results.hosts, results.catchup = hosts, catchup
-    results.more_targets, results.more_sections = growth.targets(grown), growth.section(grown)
+    if grown is not None:
+        results.more_targets, results.more_sections = growth.targets(grown), growth.section(grown)
+    results.more_targets += failed
     opts.output.write_text(render(results))
     say(f"wrote {opts.output} in {(results.finished - started).total_seconds():.0f} s")
     for t in targets(results):
