@@ -13,8 +13,11 @@ message naming up to EVENTS_PER_MESSAGE keys, as the receiver's do, so the backl
 the pipeline's pace instead of one suspect at a time per process; only a key stranded again
 after that is a suspect (a killer inside a backlog costs one kill more before it is isolated).
 The claim bumps `enqueued_at` and `sweeps` with `FOR UPDATE SKIP LOCKED`, so several sweepers
-never claim the same rows. If the broker refuses, the claim rolls back and the next pass tries
-again. Then it runs the registry's sweep hooks.
+never claim the same rows. While the broker's queue already holds QUEUE_BUSY_MESSAGES messages no
+worker has taken, a pass claims nothing: the workers are behind, not the messages lost, and
+re-sending the backlog each lease would only bury it under copies (and make its keys suspects).
+If the broker refuses, the claim rolls back and the next pass tries again. Then it runs the
+registry's sweep hooks.
 """
 
 from __future__ import annotations
@@ -32,7 +35,13 @@ import psycopg
 import structlog
 from dramatiq.brokers.redis import RedisBroker
 
-from shared.broker import EVENTS_PER_MESSAGE, events_message, make_broker, suspect_message
+from shared.broker import (
+    EVENTS_PER_MESSAGE,
+    events_message,
+    make_broker,
+    queue_key,
+    suspect_message,
+)
 from shared.db import Connection, DatabaseUnavailable, connect
 from shared.errors import error_line
 from shared.logging import configure_logging
@@ -57,6 +66,8 @@ def heads_per_key(rows: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:
     return [(row["id"], row["ordering_key"]) for row in first.values()]
 
 
+# Messages waiting in the queue (taken by no worker yet) from which a pass claims nothing.
+QUEUE_BUSY_MESSAGES = 1000
 # Keys in one claimed batch from which it is a backlog (see above): a killed worker group
 # strands what its threads held, a few messages' keys.
 BACKLOG_KEYS = 256
@@ -102,6 +113,10 @@ class Sweeper:
         """Claim and re-send stranded events; returns how many were claimed."""
         claimed = 0
         for _ in range(MAX_BATCHES_PER_PASS):
+            waiting = self.broker.client.llen(queue_key(self.settings.redis_namespace))
+            if waiting >= QUEUE_BUSY_MESSAGES:
+                log.info("sweeper.queue_busy", waiting=waiting, claimed=claimed)
+                break
             conn = self._connection()
             try:
                 with conn.transaction():

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 
 from stripe_ingest.cli.store import purge_batch, purge_cutoff, session
-from stripe_ingest.cli.store.events import PURGE_BATCH
+from stripe_ingest.cli.store.purge import PURGE_BATCH
 from tests.cli.clitools import (
     cli_env,
     corpus_events,

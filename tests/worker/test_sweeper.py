@@ -24,7 +24,7 @@ from tests.worker import handlers as h
 from tests.worker.support import T0, make_event, one, query, store
 from worker.metrics import SweeperMetrics
 from worker.registry import Registry
-from worker.sweeper import BACKLOG_KEYS, Sweeper
+from worker.sweeper import BACKLOG_KEYS, QUEUE_BUSY_MESSAGES, Sweeper
 
 
 @pytest.fixture
@@ -32,6 +32,7 @@ def broker(settings: Settings) -> Iterator[RedisBroker]:
     broker = make_broker(settings)
     yield broker
     broker.close()
+    broker.client.connection_pool.disconnect()  # the sweeper's threads each took a connection
 
 
 def queued(redis_url: str, namespace: str) -> list[dict[str, object]]:
@@ -128,6 +129,33 @@ def test_a_backlog_is_resent_in_ordinary_messages_first_then_as_suspects_per_key
     assert {m["actor_name"] for m in again} == {PROCESS_ACTOR}
     assert all(m["kwargs"] == {"claim": True} for m in again)
     assert queued_ids(redis_url, redis_namespace) == sorted(e["id"] for e in events)
+
+
+def test_a_queue_the_workers_are_behind_on_gets_no_copies_until_it_drains(
+    effects_db: str, settings: Settings, broker: RedisBroker, redis_url: str, redis_namespace: str
+) -> None:
+    # After an outage the workers take a while to drain what Redis still holds: stranded rows
+    # are not re-sent on top of it (each lease would add a copy of the backlog).
+    store(effects_db, [make_event("evt_s1", "cus_s", T0, h.RECORD)])
+    age(effects_db, 60)
+    client = redis.Redis.from_url(redis_url)
+    queue = f"{redis_namespace}:{QUEUE_NAME}"
+    try:
+        with client.pipeline() as pipe:
+            for i in range(QUEUE_BUSY_MESSAGES):
+                pipe.rpush(queue, f"waiting-{i}")
+            pipe.execute()
+        sweeper = Sweeper(settings, broker)
+        try:
+            assert sweeper.sweep_once() == 0
+            assert one(effects_db, "SELECT sweeps FROM stripe_events")["sweeps"] == 0
+            client.ltrim(queue, 0, QUEUE_BUSY_MESSAGES - 2)  # one taken by a worker
+            assert sweeper.sweep_once() == 1
+        finally:
+            sweeper.close()
+    finally:
+        client.close()
+    assert one(effects_db, "SELECT sweeps FROM stripe_events")["sweeps"] == 1
 
 
 def test_two_sweepers_at_once_claim_each_event_once(

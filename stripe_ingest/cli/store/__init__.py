@@ -33,30 +33,30 @@ from stripe_ingest.cli.store.events import (
     attempts,
     count_dead,
     count_events,
-    count_purgeable,
-    dead_ids,
     dead_letter,
     events_by_id,
-    finish_audit,
     get_event,
     list_dead,
     list_events,
     mirror_rows,
     progress,
-    purge_batch,
-    purge_cutoff,
-    replay_batch,
-    start_audit,
     stats,
-    statuses,
     table_columns,
 )
 from stripe_ingest.cli.store.overview import failures_by_hour, recent_lag
+from stripe_ingest.cli.store.purge import count_purgeable, purge_batch, purge_cutoff
 from stripe_ingest.cli.store.reconcile import (
     finish_reconcile,
     mirror_ids,
     start_reconcile,
     write_objects,
+)
+from stripe_ingest.cli.store.replay import (
+    dead_ids,
+    finish_audit,
+    replay_batch,
+    start_audit,
+    statuses,
 )
 
 __all__ = [

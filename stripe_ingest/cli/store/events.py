@@ -1,13 +1,11 @@
-"""Queries of the inspection, stats, replay, purge and demo commands."""
+"""Queries of the inspection, stats and demo commands."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
-from typing import Any, LiteralString, cast
+from typing import LiteralString
 
 from psycopg import sql
-from psycopg.types.json import Jsonb
 
 from stripe_ingest.cli.store.base import STATUSES, Connection, Filter, Row, _all, _one, translated
 from worker.mirror import versions
@@ -208,135 +206,6 @@ def stats(conn: Connection, minutes: int) -> Row:
             if not versions.is_known(r["api_version"])
         ],
     }
-
-
-# Replay ---------------------------------------------------------------------------------------
-
-
-def statuses(conn: Connection, ids: Sequence[str]) -> dict[str, str]:
-    rows = _all(conn, "SELECT id, status FROM stripe_events WHERE id = ANY(%s)", (list(ids),))
-    return {r["id"]: r["status"] for r in rows}
-
-
-def dead_ids(conn: Connection, f: Filter) -> list[str]:
-    return [r["event_id"] for r in list_dead(conn, f)]
-
-
-def start_audit(
-    conn: Connection,
-    who: str,
-    mode: str,
-    flt: dict[str, Any],
-    forced: bool,
-    matched: int,
-    via: str = "cli",
-) -> int:
-    row = _one(
-        conn,
-        "INSERT INTO replay_audit (requested_by, mode, filter, forced, matched, via)"
-        " VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
-        (who, mode, Jsonb(flt), forced, matched, via),
-    )
-    assert row is not None
-    return int(row["id"])
-
-
-def finish_audit(conn: Connection, audit_id: int) -> None:
-    _all(
-        conn, "UPDATE replay_audit SET finished_at = now() WHERE id = %s RETURNING id", (audit_id,)
-    )
-
-
-# Reset to pending in one statement; dead letters removed and the audit row counted in the same
-# transaction. `allowed` guards against races with the worker: only rows still in these states.
-_REPLAY: LiteralString = """
-WITH reset AS (
-    UPDATE stripe_events
-       SET status = 'pending', attempts = 0, last_error = NULL, next_attempt_at = NULL,
-           processed_at = NULL, process_seq = NULL, enqueued_at = now(), replayed_at = now()
-     WHERE id = ANY(%(ids)s) AND status = ANY(%(allowed)s)
- RETURNING id
-), gone AS (
-    DELETE FROM dead_letters WHERE event_id IN (SELECT id FROM reset) RETURNING event_id
-)
-SELECT id FROM reset
-"""
-
-
-def replay_batch(conn: Connection, audit_id: int, ids: Sequence[str], force: bool) -> list[str]:
-    """Put `ids` back to pending (dead ones; processed/ignored too when forced; pending ones are
-    only re-stamped) and count them in the audit row, in one transaction."""
-    allowed = ["dead", "processed", "ignored"] if force else ["dead"]
-    with translated(), conn.transaction():
-        reset = [r["id"] for r in conn.execute(_REPLAY, {"ids": list(ids), "allowed": allowed})]
-        pending = [
-            r["id"]
-            for r in conn.execute(
-                "UPDATE stripe_events SET enqueued_at = now()"
-                " WHERE id = ANY(%s) AND status = 'pending' AND NOT id = ANY(%s) RETURNING id",
-                (list(ids), reset),
-            )
-        ]
-        done = reset + pending
-        conn.execute(
-            "UPDATE replay_audit SET replayed = replayed + %s, event_ids = event_ids || %s"
-            " WHERE id = %s",
-            (len(done), done, audit_id),
-        )
-    return done
-
-
-# Purge ----------------------------------------------------------------------------------------
-
-# `stripe_events_finished` (migration 0015) holds exactly these rows, ordered by this expression:
-# a batch reads only the rows it deletes, and intake (whose rows are pending) never pays for it.
-_FINISHED: LiteralString = "coalesce(processed_at, received_at)"
-_PURGEABLE: LiteralString = "status IN ('processed', 'ignored') AND " + _FINISHED + " < %(cutoff)s"
-
-
-def purge_cutoff(conn: Connection, age: timedelta) -> datetime:
-    """The database's now minus `age`: fixed for a whole purge, so it ends."""
-    row = _one(conn, "SELECT now() - %(age)s AS cutoff", {"age": age})
-    assert row is not None
-    return cast(datetime, row["cutoff"])
-
-
-def count_purgeable(conn: Connection, cutoff: datetime) -> int:
-    row = _one(
-        conn, "SELECT count(*) AS n FROM stripe_events WHERE " + _PURGEABLE, {"cutoff": cutoff}
-    )
-    assert row is not None
-    return int(row["n"])
-
-
-# Oldest first, from where the previous batch ended (the index's dead entries behind it are not
-# walked again); a row locked by someone else (a replay) is skipped, and is the next purge's.
-# FOR UPDATE re-checks the status of a row changed since the snapshot: a replayed one stays.
-PURGE_BATCH: LiteralString = (
-    "WITH gone AS ("
-    " DELETE FROM stripe_events WHERE id = ANY(ARRAY("
-    " SELECT id FROM stripe_events WHERE " + _PURGEABLE + " AND " + _FINISHED + " >= %(after)s"
-    " ORDER BY " + _FINISHED + " LIMIT %(size)s FOR UPDATE SKIP LOCKED))"
-    " RETURNING " + _FINISHED + " AS finished"
-    ") SELECT count(*) AS n, max(finished) AS last FROM gone"
-)
-
-
-def purge_batch(
-    conn: Connection, cutoff: datetime, after: datetime, size: int
-) -> tuple[int, datetime]:
-    """Deletes up to `size` purgeable events finished at or after `after`, oldest first, in one
-    short transaction (their attempt log and dead letters go by cascade); returns how many and
-    where the next batch starts."""
-    with translated(), conn.transaction():
-        # A batch lost in a crash is deleted again by the next purge: its commit need not wait
-        # for the disk, nor make intake's commits wait behind its WAL.
-        conn.execute("SET LOCAL synchronous_commit = off")
-        # Not prepared: a generic plan would not know how narrow the range is.
-        params = {"cutoff": cutoff, "after": after, "size": size}
-        row = conn.execute(PURGE_BATCH, params, prepare=False).fetchone()
-    assert row is not None
-    return int(row["n"]), row["last"] or after
 
 
 # Demo -----------------------------------------------------------------------------------------
