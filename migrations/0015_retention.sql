@@ -1,25 +1,8 @@
 -- Retention (`stripe-ingest purge`) without fighting intake.
 --
--- The finished events in the order purge deletes them (oldest first). Partial: intake's rows are
--- pending, so an intake INSERT adds no entry here; a row enters once, when a worker finishes it
--- (that UPDATE is not HOT anyway: `status` is in the pending indexes' predicates). Without it
--- every purge batch scanned the table, past the dead rows of the batches before it. IF NOT
--- EXISTS: on a large table, build it beforehand with CREATE INDEX CONCURRENTLY (same definition;
--- see docs/howto/retention.md), since this migration's build holds off writes while it runs.
-CREATE INDEX IF NOT EXISTS stripe_events_finished
-    ON stripe_events ((coalesce(processed_at, received_at)))
-    WHERE status IN ('processed', 'ignored');
--- The planner takes no statistics from a partial index's expression: without these it guesses
--- that a purge batch's range matches 0.5% of the table and reads the whole range (a bitmap scan
--- and a sort) instead of the index's first rows. Expression statistics exist from PostgreSQL 14.
-DO $$
-BEGIN
-    IF current_setting('server_version_num')::int >= 140000 THEN
-        EXECUTE 'CREATE STATISTICS IF NOT EXISTS stripe_events_finished_at'
-             || ' ON (coalesce(processed_at, received_at)) FROM stripe_events';
-    END IF;
-END
-$$;
+-- This migration first built a second index of finished events for purge's batches
+-- (stripe_events_finished, with expression statistics). stripe_events_processed_at (0014) serves
+-- purge as well at one index entry less per finish: 0018 drops it where it was built.
 
 -- Every event leaves one dead row version when a worker finishes it, and a purge leaves one per
 -- event deleted. The default (vacuum once 20% of the table is dead) lets a large table carry

@@ -144,7 +144,7 @@ def test_purge_batches_read_the_finished_index_not_the_table(database_url: str) 
             plan = "\n".join(
                 r["QUERY PLAN"] for r in conn.execute("EXPLAIN " + PURGE_BATCH, params)
             )
-            assert "Index Scan using stripe_events_finished" in plan, plan
+            assert "Index Scan using stripe_events_processed_at" in plan, plan
             assert "Seq Scan" not in plan and "Sort" not in plan, plan
         # Batch after batch from where the last ended, oldest first, finished events only.
         n, after = purge_batch(conn, cutoff, datetime(1, 1, 1, tzinfo=UTC), 1000)

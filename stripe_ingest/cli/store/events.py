@@ -8,6 +8,7 @@ from typing import LiteralString
 from psycopg import sql
 
 from stripe_ingest.cli.store.base import STATUSES, Connection, Filter, Row, _all, _one, translated
+from stripe_ingest.cli.store.overview import finished_by_minute, recent_versions
 from worker.mirror import versions
 
 _EVENT_COLUMNS: LiteralString = (
@@ -157,31 +158,14 @@ def stats(conn: Connection, minutes: int) -> Row:
         " AND next_attempt_at < '9999-12-31 00:00:00+00') AS waiting_retry"
         " FROM stripe_events WHERE status = 'pending'",
     )
-    finished = _all(
-        conn,
-        "SELECT date_trunc('minute', processed_at) AS minute, count(*) AS n"
-        " FROM stripe_events WHERE processed_at >= now() - make_interval(mins => %s)"
-        " GROUP BY 1 ORDER BY 1",
-        (minutes,),
-    )
+    finished = finished_by_minute(conn, minutes)
     dead = _one(
         conn,
         "SELECT count(*) FILTER (WHERE d.resolved_at IS NULL) AS n,"
         " count(*) FILTER (WHERE d.resolved_at IS NOT NULL) AS resolved"
         " FROM dead_letters d JOIN stripe_events e ON e.id = d.event_id WHERE e.status = 'dead'",
     )
-    # The versions of what the workers apply now: pending, dead, and finished in the window
-    # (one partial index each; only finished events have a processed_at).
-    by_version = _all(
-        conn,
-        "SELECT api_version, count(*) AS n FROM ("
-        " SELECT api_version FROM stripe_events WHERE status = 'pending'"
-        " UNION ALL SELECT api_version FROM stripe_events WHERE status = 'dead'"
-        " UNION ALL SELECT api_version FROM stripe_events"
-        " WHERE processed_at >= now() - make_interval(mins => %s)) v"
-        " WHERE api_version IS NOT NULL GROUP BY api_version ORDER BY api_version",
-        (minutes,),
-    )
+    by_version = recent_versions(conn, minutes)
     assert pending is not None and dead is not None
     total = sum(r["n"] for r in finished)
     return {

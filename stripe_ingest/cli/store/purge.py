@@ -7,9 +7,10 @@ from typing import LiteralString, cast
 
 from stripe_ingest.cli.store.base import Connection, _one, translated
 
-# `stripe_events_finished` (migration 0015) holds exactly these rows, ordered by this expression:
-# a batch reads only the rows it deletes, and intake (whose rows are pending) never pays for it.
-_FINISHED: LiteralString = "coalesce(processed_at, received_at)"
+# Along `stripe_events_processed_at` (migrations 0014, 0018), which holds finished events only: a
+# batch reads the rows it deletes (and the few dead events between them), and intake (whose rows
+# are pending, without a processed_at) never pays for it. Every finish sets processed_at.
+_FINISHED: LiteralString = "processed_at"
 _PURGEABLE: LiteralString = "status IN ('processed', 'ignored') AND " + _FINISHED + " < %(cutoff)s"
 
 
