@@ -34,10 +34,12 @@ HELP = {
     "duration": "seconds of wrk per server",
     "events": "events per pipeline phase",
     "repeats": "runs per receiver server and of the drain and trivial phases, alternating (the "
-    "median run is compared)",
+    "median run is compared); growth: receiver runs and drains per size in the grown and in an "
+    "empty database, alternating",
     "quick": "3 s per server, 300 events, small backfill, retention, catch-up and growth sizes: "
     "check the harness",
-    "sizes": "stripe_events sizes of the growth phase, comma-separated (0 is its baseline)",
+    "sizes": "stripe_events sizes of the growth phase, comma-separated (throughputs: against an "
+    "empty database measured beside each size)",
     "strict": "exit 1 when a target is missed",
     "retention_events": "old events purged under load, and per fill-and-purge cycle (--quick: "
     "20,000)",
