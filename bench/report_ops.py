@@ -88,7 +88,8 @@ def retention_lines(ret: Retention) -> list[str]:
         "## Retention\n",
         f"Our receiver under the wrk load above, in one database holding {ret.events:,} old "
         f"finished events (filled in SQL in {ret.fill_s:.0f} s from realistic bodies), first "
-        f"without purge, then while `stripe-ingest purge` (batches of {ret.batch_size}) deletes "
+        f"without purge, then while `stripe-ingest purge` (batches of {ret.batch_size}, its "
+        "default pause between them) deletes "
         "them in a process of its own. Rows/s is what purge deleted over its whole run, from "
         "start to exit.\n",
     ]

@@ -18,6 +18,10 @@ from stripe_ingest.cli.output import emit_json, human_duration
 from stripe_ingest.cli.params import AGE
 
 _START = datetime(1, 1, 1, tzinfo=UTC)
+# Between batches by default: back to back, a purge keeps one PostgreSQL backend busy and took
+# a quarter of the receiver's throughput on the bench machine; with this pause 1000-row batches
+# still delete about 8,000 events a second (bench/RESULTS.md, Retention).
+PAUSE = 0.1
 
 
 @contextmanager
@@ -57,9 +61,9 @@ def _stop_requests() -> Iterator[threading.Event]:
 @click.option(
     "--pause",
     type=click.FloatRange(min=0),
-    default=0.0,
+    default=PAUSE,
     show_default=True,
-    help="Seconds to wait between batches (leaves the database to intake).",
+    help="Seconds to wait between batches, leaving the database to intake (0: no wait).",
 )
 @json_option
 @pass_context
