@@ -80,9 +80,9 @@ def dead_letters(settings: Settings, event_type: str | None, page: int) -> dict[
         groups = store.summary(conn, flt)
         total = store.count_groups(conn, flt)
         letters = store.count_dead(conn, store.Filter(type=event_type))
+        firsts = store.first_of_groups(conn, [(g["type"], g["error"]) for g in groups], GROUP_ROWS)
         for group in groups:
-            members = store.Filter(type=group["type"], error=group["error"], limit=GROUP_ROWS)
-            group["letters"] = store.list_dead(conn, members)
+            group["letters"] = firsts[(group["type"], group["error"])]
     return {"groups": groups, "letters": letters, "type": event_type, **pages(total, page)}
 
 

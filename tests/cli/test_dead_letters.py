@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import psycopg
 import pytest
 
+from stripe_ingest.cli import store
 from tests.cli.clitools import corpus_events, finish, kill, rows, run_cli, run_json, store_events
 from worker.gauges import DatabaseGauges
 
@@ -140,3 +142,33 @@ def test_capped_lists_say_how_many_they_show(
         .stdout.splitlines()[-1]
         .startswith("2 of 8 shown")
     )
+
+
+def test_the_first_letters_of_each_group_come_in_one_query_as_each_groups_listing(
+    database_url: str,
+) -> None:
+    # Groups of 14, 3 and 1 open letters (a page shows the first 10 of each), one resolved.
+    paid = store_events(database_url, corpus_events(PAID, 18, "g"))
+    subs = store_events(database_url, corpus_events(SUB, 2, "h"))
+    kill(database_url, list(reversed(paid[:14])), "KeyError: 'lines'")
+    kill(database_url, paid[14:17], "RuntimeError: boom")
+    kill(database_url, subs, "KeyError: 'plan'")
+    with psycopg.connect(database_url) as conn:
+        conn.execute(
+            "UPDATE dead_letters SET resolved_at = now(), resolved_by = 'ops', resolution = 'x'"
+            " WHERE event_id = %s",
+            (subs[1],),
+        )
+    with store.session(database_url) as conn:
+        groups = [(g["type"], g["error"]) for g in store.summary(conn, store.Filter(limit=50))]
+        firsts = store.first_of_groups(conn, [*groups, ("invoice.paid", "none such")], 10)
+        expected = {
+            (t, e): store.list_dead(conn, store.Filter(type=t, error=e, limit=10))
+            for t, e in groups
+        }
+    assert len(groups) == 3
+    assert {g: firsts[g] for g in groups} == expected
+    assert [r["event_id"] for r in firsts[("invoice.paid", "KeyError: 'lines'")]] == paid[:10]
+    plan = ("customer.subscription.updated", "KeyError: 'plan'")
+    assert [r["event_id"] for r in firsts[plan]] == subs[:1]
+    assert firsts[("invoice.paid", "none such")] == []

@@ -27,7 +27,13 @@ from stripe_ingest.cli.store.base import (
     translated,
 )
 from stripe_ingest.cli.store.customers import MIRROR, access_of, mirror_of
-from stripe_ingest.cli.store.dead import count_groups, dead_states, resolve, summary
+from stripe_ingest.cli.store.dead import (
+    count_groups,
+    dead_states,
+    first_of_groups,
+    resolve,
+    summary,
+)
 from stripe_ingest.cli.store.events import (
     COUNT_CAP,
     attempts,
@@ -85,6 +91,7 @@ __all__ = [
     "finish_fetching",
     "finish_reconcile",
     "finish_run",
+    "first_of_groups",
     "get_event",
     "list_dead",
     "list_events",

@@ -23,6 +23,36 @@ def summary(conn: Connection, f: Filter) -> list[Row]:
     )
 
 
+# The first `per` open dead letters of each (type, error) group named, in the events' creation
+# order, in one pass: a query per group read every dead letter of its type again.
+_FIRST_OF_GROUPS: LiteralString = """
+SELECT * FROM (
+    SELECT d.event_id, e.type, e.ordering_key, e.created, d.dead_at, d.attempts, d.error,
+           d.resolved_at, d.resolved_by, d.resolution,
+           row_number() OVER (PARTITION BY e.type, d.error
+                              ORDER BY e.created, e.received_at, e.id) AS n
+    FROM dead_letters d
+    JOIN stripe_events e ON e.id = d.event_id
+    JOIN unnest(%(types)s::text[], %(errors)s::text[]) AS g(type, error)
+      ON g.type = e.type AND g.error IS NOT DISTINCT FROM d.error
+    WHERE e.status = 'dead' AND d.resolved_at IS NULL
+) r WHERE n <= %(per)s ORDER BY n
+"""
+
+
+def first_of_groups(
+    conn: Connection, groups: Sequence[tuple[str, str | None]], per: int
+) -> dict[tuple[str, str | None], list[Row]]:
+    """For each (type, error) group: its first `per` open dead letters (as `list_dead` gives
+    them), in creation order."""
+    found: dict[tuple[str, str | None], list[Row]] = {g: [] for g in groups}
+    params = {"types": [t for t, _ in groups], "errors": [e for _, e in groups], "per": per}
+    for row in _all(conn, _FIRST_OF_GROUPS, params):
+        del row["n"]
+        found[(row["type"], row["error"])].append(row)
+    return found
+
+
 def count_groups(conn: Connection, f: Filter) -> int:
     row = _one(conn, "SELECT count(*) AS n FROM (" + _GROUPS + ") g", vars(f))
     assert row is not None
