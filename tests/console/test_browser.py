@@ -8,10 +8,10 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
-from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.cli.clitools import rows, run_cli, run_json
@@ -43,7 +43,21 @@ def _click(driver: WebDriver, element: WebElement) -> None:
     one (reading the page before it has would find the old one, or an element gone stale)."""
     body = driver.find_element(By.TAG_NAME, "body")
     element.click()
-    WebDriverWait(driver, 30).until(expected_conditions.staleness_of(body))
+
+    def replaced(_: WebDriver) -> bool:
+        try:
+            body.is_enabled()
+        except StaleElementReferenceException:
+            return True
+        except WebDriverException as e:
+            # Mid-navigation, Chromium may answer that the node left the document (an "unknown
+            # error") instead of calling it stale.
+            if "does not belong to the document" in str(e.msg):
+                return True
+            raise
+        return False
+
+    WebDriverWait(driver, 30).until(replaced)
 
 
 def _text(driver: WebDriver) -> str:
