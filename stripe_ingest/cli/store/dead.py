@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any, LiteralString
 
 from stripe_ingest.cli.store.base import Connection, Filter, Row, _all, _one
-from stripe_ingest.cli.store.events import DEAD_WHERE
+from stripe_ingest.cli.store.events import DEAD_COLUMNS, DEAD_WHERE
 
 _GROUPS: LiteralString = (
     "SELECT e.type, d.error, count(*) AS count, min(d.dead_at) AS oldest,"
@@ -25,10 +25,9 @@ def summary(conn: Connection, f: Filter) -> list[Row]:
 
 # The first `per` open dead letters of each (type, error) group named, in the events' creation
 # order, in one pass: a query per group read every dead letter of its type again.
-_FIRST_OF_GROUPS: LiteralString = """
-SELECT * FROM (
-    SELECT d.event_id, e.type, e.ordering_key, e.created, d.dead_at, d.attempts, d.error,
-           d.resolved_at, d.resolved_by, d.resolution,
+_FIRST_OF_GROUPS: LiteralString = (
+    "SELECT * FROM (SELECT " + DEAD_COLUMNS + ","
+    """
            row_number() OVER (PARTITION BY e.type, d.error
                               ORDER BY e.created, e.received_at, e.id) AS n
     FROM dead_letters d
@@ -38,6 +37,7 @@ SELECT * FROM (
     WHERE e.status = 'dead' AND d.resolved_at IS NULL
 ) r WHERE n <= %(per)s ORDER BY n
 """
+)
 
 
 def first_of_groups(

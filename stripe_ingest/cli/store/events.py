@@ -99,12 +99,19 @@ DEAD_WHERE: LiteralString = (
 )
 
 
+# A dead letter as the listings show it (`list_dead`, the console's groups).
+DEAD_COLUMNS: LiteralString = (
+    "d.event_id, e.type, e.ordering_key, e.created, d.dead_at, d.attempts, d.error,"
+    " d.resolved_at, d.resolved_by, d.resolution"
+)
+
+
 def list_dead(conn: Connection, f: Filter) -> list[Row]:
     """Dead letters in the events' creation order."""
     return _all(
         conn,
-        "SELECT d.event_id, e.type, e.ordering_key, e.created, d.dead_at, d.attempts, d.error,"
-        " d.resolved_at, d.resolved_by, d.resolution"
+        "SELECT "
+        + DEAD_COLUMNS
         + DEAD_WHERE
         + " ORDER BY e.created, e.received_at, e.id LIMIT %(limit)s OFFSET %(offset)s",
         vars(f),

@@ -10,8 +10,7 @@ from stripe_ingest.cli.store.base import Connection, _one, translated
 # Along `stripe_events_processed_at` (migrations 0014, 0018), which holds finished events only: a
 # batch reads the rows it deletes (and the few dead events between them), and intake (whose rows
 # are pending, without a processed_at) never pays for it. Every finish sets processed_at.
-_FINISHED: LiteralString = "processed_at"
-_PURGEABLE: LiteralString = "status IN ('processed', 'ignored') AND " + _FINISHED + " < %(cutoff)s"
+_PURGEABLE: LiteralString = "status IN ('processed', 'ignored') AND processed_at < %(cutoff)s"
 
 
 def purge_cutoff(conn: Connection, age: timedelta) -> datetime:
@@ -35,9 +34,9 @@ def count_purgeable(conn: Connection, cutoff: datetime) -> int:
 PURGE_BATCH: LiteralString = (
     "WITH gone AS ("
     " DELETE FROM stripe_events WHERE id = ANY(ARRAY("
-    " SELECT id FROM stripe_events WHERE " + _PURGEABLE + " AND " + _FINISHED + " >= %(after)s"
-    " ORDER BY " + _FINISHED + " LIMIT %(size)s FOR UPDATE SKIP LOCKED))"
-    " RETURNING " + _FINISHED + " AS finished"
+    " SELECT id FROM stripe_events WHERE " + _PURGEABLE + " AND processed_at >= %(after)s"
+    " ORDER BY processed_at LIMIT %(size)s FOR UPDATE SKIP LOCKED))"
+    " RETURNING processed_at AS finished"
     ") SELECT count(*) AS n, max(finished) AS last FROM gone"
 )
 
