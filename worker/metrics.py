@@ -98,7 +98,7 @@ class SweeperMetrics:
         self.registry = registry or prom.CollectorRegistry()
         self.requeued = prom.Counter(
             "stripe_sweeper_requeued_total",
-            "Stranded pending events the sweeper handed to the broker again.",
+            "Stranded keys (their earliest pending event) the sweeper handed to the broker again.",
             registry=self.registry,
         )
         self.passes = prom.Counter(

@@ -160,16 +160,24 @@ WHERE a.event_id = done.id AND a.attempt = done.attempts AND a.outcome = 'runnin
 RETURNING a.event_id, a.finished_at
 """
 
-# Pending events whose message may be lost: due, and not handed to the broker within the lease.
-# SKIP LOCKED lets several sweepers run; rows a worker holds are being processed anyway.
+# Keys whose message may be lost: the key's earliest pending event (its head) is due and was not
+# handed to the broker within the lease. Only heads: a message drains its key from the head on,
+# so the events behind it need none (claiming them too would rewrite every row of a backlog, and
+# the next pass would have to read past them). SKIP LOCKED lets several sweepers run; rows a
+# worker holds are being processed anyway.
 CLAIM_STRANDED = """
 WITH stranded AS (
-    SELECT id FROM stripe_events
+    SELECT id FROM stripe_events e
     WHERE status = 'pending'
       AND (next_attempt_at IS NULL OR next_attempt_at <= clock_timestamp()
            OR next_attempt_at = '9999-12-31 00:00:00+00')  -- a claimed suspect (see above)
       AND COALESCE(enqueued_at, received_at)
           < clock_timestamp() - make_interval(secs => %(lease_s)s)
+      AND NOT EXISTS (
+          SELECT 1 FROM stripe_events p
+          WHERE p.ordering_key = e.ordering_key AND p.status = 'pending'
+            AND (p.created, p.received_at, p.id) < (e.created, e.received_at, e.id)
+      )
     ORDER BY created, received_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED

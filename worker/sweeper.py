@@ -4,20 +4,21 @@ Every SWEEPER_INTERVAL_SECONDS it claims pending events that are due (no retry b
 were last handed to the broker more than SWEEPER_LEASE_SECONDS ago: the enqueue failed at
 intake, Redis lost the message, or the worker that held it was killed (Dramatiq itself would
 re-deliver that only after its heartbeat timeout). One message per ordering key is enough: the
-worker that takes it drains the whole key. Each key is sent as a suspect: the worker counts its
-first event's attempt before running it, so one that kills its worker runs out of attempts and
-is dead-lettered instead of crash-looping (see `worker.engine`). But a claimed batch of at least
-BACKLOG_KEYS keys is a backlog (Redis lost its messages, or the workers were down with it), not
-what a killed worker group held: there a key re-sent for the first time goes in an ordinary
-message naming up to EVENTS_PER_MESSAGE keys, as the receiver's do, so the backlog drains at
-the pipeline's pace instead of one suspect at a time per process; only a key stranded again
-after that is a suspect (a killer inside a backlog costs one kill more before it is isolated).
-The claim bumps `enqueued_at` and `sweeps` with `FOR UPDATE SKIP LOCKED`, so several sweepers
-never claim the same rows. While the broker's queue already holds QUEUE_BUSY_MESSAGES messages no
-worker has taken, a pass claims nothing: the workers are behind, not the messages lost, and
-re-sending the backlog each lease would only bury it under copies (and make its keys suspects).
-If the broker refuses, the claim rolls back and the next pass tries again. Then it runs the
-registry's sweep hooks.
+worker that takes it drains the whole key, so a pass claims only each stranded key's earliest
+pending event (its head; see `worker.sql.CLAIM_STRANDED`). Each key is sent as a suspect: the
+worker counts its first event's attempt before running it, so one that kills its worker runs out
+of attempts and is dead-lettered instead of crash-looping (see `worker.engine`). But a claimed
+batch of at least BACKLOG_KEYS keys is a backlog (Redis lost its messages, or the workers were
+down with it), not what a killed worker group held: there a key re-sent for the first time goes
+in an ordinary message naming up to EVENTS_PER_MESSAGE keys, as the receiver's do, so the
+backlog drains at the pipeline's pace instead of one suspect at a time per process; only a key
+stranded again after that is a suspect (a killer inside a backlog costs one kill more before it
+is isolated). The claim bumps `enqueued_at` and `sweeps` with `FOR UPDATE SKIP LOCKED`, so
+several sweepers never claim the same rows. While the broker's queue already holds
+QUEUE_BUSY_MESSAGES messages no worker has taken, a pass claims nothing: the workers are behind,
+not the messages lost, and re-sending the backlog each lease would only bury it under copies
+(and make its keys suspects). If the broker refuses, the claim rolls back and the next pass
+tries again. Then it runs the registry's sweep hooks.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ from worker.registry import REGISTRY, Registry
 log = structlog.get_logger(__name__)
 
 CLAIM_BATCH = 1000
-# A pass claims at most this many batches (100,000 events): enough to keep a backlog's workers
+# A pass claims at most this many batches (100,000 keys): enough to keep a backlog's workers
 # busy until the next pass; the rest waits one interval.
 MAX_BATCHES_PER_PASS = 100
 
@@ -110,7 +111,7 @@ class Sweeper:
             self._conn = None
 
     def sweep_once(self) -> int:
-        """Claim and re-send stranded events; returns how many were claimed."""
+        """Claim and re-send stranded keys; returns how many were claimed (one head each)."""
         claimed = 0
         for _ in range(MAX_BATCHES_PER_PASS):
             waiting = self.broker.client.llen(queue_key(self.settings.redis_namespace))

@@ -230,7 +230,7 @@ def test_events_stored_while_redis_is_down_are_processed_through_the_sweeper(
     assert statuses(effects_db) == {"processed": 30}
     assert set(effects(effects_db).values()) == {1} and len(effects(effects_db)) == 30
     assert_creation_order(effects_db)
-    assert requeued >= 30
+    assert requeued >= 6  # a key's head each time: its message drains the key
 
 
 def test_retries_go_through_dramatiq_delayed_messages_and_a_poison_event_goes_dead(
