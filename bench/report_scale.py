@@ -118,7 +118,9 @@ def catchup_lines(c: Catchup | None) -> list[str]:
         f"process that grew most: {first:.0f} MB -> {last:.0f} MB ({growth:.2f}x)",
         f"- Redis used_memory (whole server): {start_redis:.0f} MB at start, peak "
         f"{peak_redis:.0f} MB; peak {peak_queue:,} messages in the queue",
-        "- timeline: " + "; ".join(timeline),
+        "- timeline (finished: numbers drawn from `process_seq`, one per finish, read every "
+        f"{SAMPLE_S:.0f} s; the table's counts are exact, read once at the end): "
+        + "; ".join(timeline),
         "",
     ]
 
