@@ -61,7 +61,8 @@ Enqueue = Callable[[str, "int | None"], None]
 
 # A message hands its keys over after this long, so one busy key cannot hold a thread forever.
 MAX_DRAIN_SECONDS = 30.0
-# Rounds that finish nothing before the message gives up (keys busy elsewhere).
+# Rounds in a row that finish nothing before the message gives up (keys busy elsewhere);
+# not counted while isolating, where each round is one key's.
 MAX_IDLE_ROUNDS = 3
 # The dead letter of an event whose every attempt ended with its worker process gone.
 WORKER_DIED = (
@@ -207,7 +208,9 @@ class Engine:
                     run.isolate = True
                     return
             run.outcomes += self._committed(result.done)
-            run.idle = 0 if result.done else run.idle + 1
+            # One key per round when isolating: a round that finished nothing for its key says
+            # nothing of the keys not tried yet (each such key leaves `pending` anyway).
+            run.idle = 0 if result.done or run.isolate else run.idle + 1
             runnable = []
             for key in keys:
                 head = result.heads.get(key)

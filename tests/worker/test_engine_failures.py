@@ -190,3 +190,27 @@ def test_a_deadlock_between_two_rounds_is_run_again_and_counts_against_nobody(
     assert query(effects_db, "SELECT DISTINCT attempts FROM stripe_events") == [{"attempts": 1}]
     assert effects(effects_db) == {"evt_ab": 1, "evt_ba": 1}
     assert messages.sent == []
+
+
+# Refuses the finish of every `evt_bad*` event.
+FAIL_MANY_AT_UPDATE = FAIL_AT_UPDATE.replace("NEW.id = 'evt_bad'", "NEW.id LIKE 'evt_bad%'")
+
+
+def test_keys_behind_several_refused_ones_finish_in_the_same_call(
+    effects_db: str, processor: Engine, messages: Messages
+) -> None:
+    # Refused rounds run the message's keys one per round; rounds that finish nothing for the
+    # refused keys must not make the message give up on the keys it has not tried yet.
+    _install(effects_db, FAIL_MANY_AT_UPDATE)
+    pairs = [(f"evt_bad{i}", f"cus_bad{i}") for i in range(4)]
+    pairs += [(f"evt_good{i}", f"cus_good{i}") for i in range(3)]
+    store(effects_db, [make_event(event_id, key, T0, h.RECORD) for event_id, key in pairs])
+    first = processor.handle_many(pairs)
+    assert {o.event_id for o in first if o.status == "processed"} == {
+        "evt_good0",
+        "evt_good1",
+        "evt_good2",
+    }
+    assert sorted(o.event_id for o in first if o.status == "retry") == [
+        f"evt_bad{i}" for i in range(4)
+    ]
