@@ -59,12 +59,11 @@ CLAIM_BATCH = 1000
 MAX_BATCHES_PER_PASS = 100
 
 
-def heads_per_key(rows: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:
-    """The earliest claimed event of each key with its key, in creation order."""
-    first: dict[str, dict[str, Any]] = {}
-    for row in sorted(rows, key=lambda r: (r["created"], r["received_at"], r["id"])):
-        first.setdefault(row["ordering_key"], row)
-    return [(row["id"], row["ordering_key"]) for row in first.values()]
+def heads(rows: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:
+    """The claimed heads (one per key: the claim takes only each key's earliest pending event)
+    with their keys, in creation order (RETURNING keeps no order)."""
+    ordered = sorted(rows, key=lambda r: (r["created"], r["received_at"], r["id"]))
+    return [(row["id"], row["ordering_key"]) for row in ordered]
 
 
 # Messages waiting in the queue (taken by no worker yet) from which a pass claims nothing.
@@ -79,11 +78,11 @@ def split_suspects(
 ) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     """Each key's head: those to send in ordinary messages (a backlog's keys re-sent for the
     first time) and the suspects (`sweeps` counts this claim too)."""
-    heads = heads_per_key(rows)
-    if len(heads) < BACKLOG_KEYS:
-        return [], heads
+    claimed = heads(rows)
+    if len(claimed) < BACKLOG_KEYS:
+        return [], claimed
     again = {row["ordering_key"] for row in rows if row["sweeps"] > 1}
-    return [h for h in heads if h[1] not in again], [h for h in heads if h[1] in again]
+    return [h for h in claimed if h[1] not in again], [h for h in claimed if h[1] in again]
 
 
 class Sweeper:
